@@ -1,0 +1,158 @@
+"""Collision mesh: the ground plane, large vertical surfaces, and a wall closing the world.
+
+Built from a coarse grid over the depth map, in world coordinates (metres, +Y up), exported as
+GLB with one node per part (``ground``, ``walls``, ``boundary``, ``ceiling``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import trimesh
+from scipy import ndimage
+
+from .camera import Intrinsics
+from .config import CollisionConfig
+from .depth.base import CEILING, SKY, VERTICAL
+from .ground import GroundFit
+
+#: the world is closed this far behind the spawn point (nothing is known behind the photo)
+BEHIND_MARGIN = 2.0
+SIDE_MARGIN = 1.0
+
+
+@dataclass
+class CollisionMesh:
+    parts: dict[str, trimesh.Trimesh]
+    bounds: np.ndarray  # [2, 3] world-space AABB of the walkable area (inside the boundary)
+
+    def glb_bytes(self) -> bytes:
+        scene = trimesh.Scene()
+        for name, mesh in self.parts.items():
+            if len(mesh.faces):
+                scene.add_geometry(mesh, geom_name=name, node_name=name)
+        return scene.export(file_type="glb")
+
+    @property
+    def n_triangles(self) -> int:
+        return int(sum(len(m.faces) for m in self.parts.values()))
+
+
+def _to_world(P: np.ndarray, world_from_camera: np.ndarray) -> np.ndarray:
+    return P @ world_from_camera[:3, :3].T + world_from_camera[:3, 3]
+
+
+def _grid_quad(x0, x1, z0, z1, y, n, up=True) -> trimesh.Trimesh:
+    """A horizontal grid of n x n quads at height y, facing up (or down)."""
+    xs = np.linspace(x0, x1, n + 1)
+    zs = np.linspace(z0, z1, n + 1)
+    X, Z = np.meshgrid(xs, zs)
+    V = np.stack([X.ravel(), np.full(X.size, y), Z.ravel()], 1)
+    faces = []
+    for i in range(n):
+        for j in range(n):
+            a = i * (n + 1) + j
+            b, c, d = a + 1, a + n + 1, a + n + 2
+            # counter-clockwise seen from +Y: (a, c, b) with z growing along rows
+            faces += [[a, c, b], [b, c, d]] if up else [[a, b, c], [b, d, c]]
+    return trimesh.Trimesh(V, np.array(faces), process=False)
+
+
+def _boundary(x0, x1, z0, z1, y0, height) -> trimesh.Trimesh:
+    """Four inward-facing walls around the rectangle [x0, x1] x [z0, z1]."""
+    corners = [(x0, z0), (x1, z0), (x1, z1), (x0, z1)]
+    V, F = [], []
+    for k in range(4):
+        (ax, az), (bx, bz) = corners[k], corners[(k + 1) % 4]
+        base = len(V)
+        V += [(ax, y0, az), (bx, y0, bz), (bx, y0 + height, bz), (ax, y0 + height, az)]
+        # the corners go counter-clockwise seen from +Y, so this winding faces inward
+        F += [[base, base + 2, base + 1], [base, base + 3, base + 2]]
+    return trimesh.Trimesh(np.array(V, float), np.array(F), process=False)
+
+
+def build_collision(
+    depth: np.ndarray,
+    labels: np.ndarray | None,
+    intr: Intrinsics,
+    ground: GroundFit,
+    world_from_camera: np.ndarray,
+    config: CollisionConfig,
+    *,
+    max_distance: float = 80.0,
+) -> CollisionMesh:
+    """depth: [H, W] metres; labels: [H, W] uint8 or None (then classified from normals)."""
+    H, W = depth.shape
+    step = max(2, int(round(max(H, W) / config.grid)))
+    vs = np.arange(0, H, step)
+    us = np.arange(0, W, step)
+    # robust depth per grid vertex: median of the neighbourhood
+    zmed = ndimage.median_filter(np.nan_to_num(depth, nan=np.inf), size=max(3, step // 2 * 2 + 1))
+    Z = zmed[np.ix_(vs, us)].astype(np.float64)
+    uu, vv = np.meshgrid(us.astype(np.float64), vs.astype(np.float64))
+    P = np.stack([(uu - intr.cx) / intr.fx * Z, (vv - intr.cy) / intr.fy * Z, Z], -1)
+    Pw = _to_world(P.reshape(-1, 3), world_from_camera).reshape(P.shape)
+    y_ground = -ground.height
+
+    if labels is not None:
+        L = labels[np.ix_(vs, us)]
+        vertical = L == VERTICAL
+    else:
+        L = None
+        # no semantic labels: a vertex is "vertical" where the surface normal is near horizontal
+        gy, gx = np.gradient(Pw[..., 1]), np.gradient(Pw[..., 0])
+        gz = np.gradient(Pw[..., 2])
+        du = np.stack([gx[1], gy[1], gz[1]], -1)
+        dv = np.stack([gx[0], gy[0], gz[0]], -1)
+        nrm = np.cross(du, dv)
+        nrm /= np.maximum(np.linalg.norm(nrm, axis=-1, keepdims=True), 1e-12)
+        vertical = (np.abs(nrm[..., 1]) < 0.5) & (Pw[..., 1] > y_ground + 0.1)
+    finite = np.isfinite(Z) & (Z < max_distance)
+    vertical &= finite
+
+    # cells whose 4 corners are vertical and on one surface (no depth edge inside)
+    z4 = np.stack([Z[:-1, :-1], Z[:-1, 1:], Z[1:, :-1], Z[1:, 1:]])
+    cell_ok = (vertical[:-1, :-1] & vertical[:-1, 1:] & vertical[1:, :-1] & vertical[1:, 1:]) & (
+        z4.max(0) / np.maximum(z4.min(0), 1e-6) < 1.25
+    )
+    # keep large surfaces only: connected components at least min_wall_height tall
+    comp, n_comp = ndimage.label(cell_ok)
+    keep = np.zeros_like(cell_ok)
+    for k in range(1, n_comp + 1):
+        m = comp == k
+        rows = np.nonzero(m.any(1))[0]
+        y_top = Pw[rows.min(), :, 1][m[rows.min()].nonzero()[0]].max()
+        y_bot = Pw[rows.max() + 1, :, 1][m[rows.max()].nonzero()[0]].min()
+        if y_top - y_bot >= config.min_wall_height:
+            keep |= m
+    nu = len(us)
+    faces = []
+    for i, j in zip(*np.nonzero(keep), strict=False):
+        a = i * nu + j
+        b, c, d = a + 1, a + nu, a + nu + 1
+        # image-space counter-clockwise winding faces the camera
+        faces += [[a, b, c], [b, d, c]]
+    parts: dict[str, trimesh.Trimesh] = {}
+    if faces:
+        walls = trimesh.Trimesh(Pw.reshape(-1, 3), np.array(faces), process=False)
+        walls.remove_unreferenced_vertices()
+        parts["walls"] = walls
+
+    # world extent: everything that is not sky, clamped, plus margins around the spawn
+    pts = Pw[finite & ((L != SKY) if L is not None else True)]
+    if len(pts) == 0:
+        pts = np.zeros((1, 3))
+    x0 = min(pts[:, 0].min(), 0.0) - SIDE_MARGIN
+    x1 = max(pts[:, 0].max(), 0.0) + SIDE_MARGIN
+    z0 = min(pts[:, 2].min(), 0.0) - SIDE_MARGIN
+    z1 = max(pts[:, 2].max(), 0.0) + BEHIND_MARGIN
+    parts["ground"] = _grid_quad(x0, x1, z0, z1, y_ground, 8, up=True)
+    parts["boundary"] = _boundary(x0, x1, z0, z1, y_ground, config.boundary_height)
+    ceiling = (L == CEILING) & finite if L is not None else None
+    if ceiling is not None and ceiling.any():
+        yc = float(np.median(Pw[ceiling][:, 1]))
+        if yc > 0:
+            parts["ceiling"] = _grid_quad(x0, x1, z0, z1, yc, 8, up=False)
+    bounds = np.array([[x0, y_ground, z0], [x1, y_ground + config.boundary_height, z1]])
+    return CollisionMesh(parts, bounds)

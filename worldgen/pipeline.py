@@ -1,0 +1,323 @@
+"""``build()``: orchestrates the stages, times them, caches their outputs, writes the bundle.
+
+Stages (one function each, in their own modules)::
+
+    image.load_image -> camera.resolve_intrinsics -> depth backend .estimate
+      -> ground.fit_ground -> lift.lift + lift.solve_colours -> collision.build_collision
+      -> raster.rasterize (preview) -> world bundle (atomic)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .cache import StageCache, stage_key
+from .camera import Camera, Intrinsics, Pose, resolve_intrinsics, world_from_camera
+from .collision import build_collision
+from .config import BuildConfig
+from .depth import resolve_backend
+from .depth.base import DepthEstimate
+from .errors import InputError
+from .ground import GroundFit, fit_ground
+from .image import load_image, resize, save_png, working_size
+from .lift import lift, solve_colours
+from .progress import Reporter
+from .splats import Splats, ply_bytes
+from .world import atomic_dir, check_output, validate_manifest
+
+STAGES = ("load", "depth", "ground", "lift", "colour", "collision", "preview", "write")
+
+
+@dataclass
+class BuildResult:
+    path: Path
+    splat_count: int
+    timings: dict[str, float]
+    backends: dict[str, str]
+    notes: list[str] = field(default_factory=list)
+    cache_hits: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {
+            "output": str(self.path),
+            "splats": self.splat_count,
+            "timings": self.timings,
+            "total_seconds": round(sum(self.timings.values()), 4),
+            "backends": self.backends,
+            "cache_hits": self.cache_hits,
+            "notes": self.notes,
+        }
+
+
+def default_output(image_path: str | Path) -> Path:
+    return Path.cwd() / f"{Path(image_path).stem}.world"
+
+
+def _file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _png_bytes(a: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    if a.dtype != np.uint8:
+        a = (np.clip(a, 0, 1) * 255.0 + 0.5).astype(np.uint8)
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _splats_to_arrays(s: Splats) -> dict[str, np.ndarray]:
+    return {
+        "means": s.means.numpy(),
+        "quats": s.quats.numpy(),
+        "log_scales": s.log_scales.numpy(),
+        "logit_opacities": s.logit_opacities.numpy(),
+        "sh": s.sh.numpy(),
+        "layers": s.layers.numpy(),
+    }
+
+
+def _splats_from_arrays(a: dict[str, np.ndarray]) -> Splats:
+    return Splats(**{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in a.items()})
+
+
+def build(
+    image_path: str | Path,
+    out: str | Path | None = None,
+    config: BuildConfig | None = None,
+    *,
+    force: bool = False,
+    use_cache: bool = True,
+    cache: StageCache | None = None,
+    reporter: Reporter | None = None,
+) -> BuildResult:
+    """Build a world bundle from a photo. Raises WorldgenError subclasses on bad input."""
+    config = config or BuildConfig()
+    rep = reporter or Reporter()
+    out = Path(out) if out is not None else default_output(image_path)
+    check_output(out, force)  # fail before any work
+    cache = cache or StageCache(enabled=use_cache)
+    hits: list[str] = []
+    torch.manual_seed(config.seed)
+    dcfg = config.depth
+    if dcfg.camera_height <= 0:
+        raise InputError(f"--camera-height must be positive, got {dcfg.camera_height}")
+
+    with rep.stage("load"):
+        img = load_image(image_path)
+        W, H = working_size(img.width, img.height, config.image.max_side)
+        rgb = resize(img.rgb, W, H)
+        backend, reason = resolve_backend(dcfg.backend, depth_map=dcfg.depth_map)
+        choice = resolve_intrinsics(
+            img.width,
+            img.height,
+            W,
+            H,
+            focal_px=config.camera.focal_px,
+            principal=config.camera.principal,
+            exif_focal_35mm=img.focal_35mm,
+            default_hfov_deg=config.camera.default_hfov_deg,
+        )
+    rep.note(f"depth: {backend.name} — {reason}")
+    rep.note(f"camera: {choice.source}, hfov {choice.intrinsics.hfov_deg:.1f}°, {W}x{H}")
+
+    with rep.stage("depth"):
+        depth_map_sha = _file_sha256(dcfg.depth_map) if dcfg.depth_map else None
+        dkey = stage_key(
+            "depth",
+            image=img.sha256,
+            size=[W, H],
+            intrinsics=choice.intrinsics.to_dict(),
+            backend=backend.name,
+            depth=config.depth.__dict__ | {"depth_map": depth_map_sha},
+        )
+        cached = cache.get("depth", dkey)
+        if cached is not None:
+            arrays, meta = cached
+            est = DepthEstimate(
+                depth=arrays["depth"],
+                kind=meta["kind"],
+                labels=arrays.get("labels"),
+                focal_px=meta.get("focal_px"),
+                ground_normal=arrays.get("ground_normal"),
+                info=meta.get("info", {}),
+            )
+            hits.append("depth")
+        else:
+            est = backend.estimate(
+                rgb,
+                choice.intrinsics,
+                depth_map=dcfg.depth_map,
+                orig_size=(img.width, img.height),
+                camera_height=dcfg.camera_height,
+                sky_distance=dcfg.sky_distance,
+                max_depth=dcfg.max_depth,
+                n_segments=dcfg.popup_segments,
+            )
+            arrays = {"depth": est.depth}
+            if est.labels is not None:
+                arrays["labels"] = est.labels
+            if est.ground_normal is not None:
+                arrays["ground_normal"] = np.asarray(est.ground_normal, np.float64)
+            meta = {"kind": est.kind, "focal_px": est.focal_px, "info": _jsonable(est.info)}
+            cache.put("depth", dkey, arrays, meta)
+        if est.depth.shape != (H, W):
+            raise AssertionError(f"depth backend returned {est.depth.shape}, expected {(H, W)}")
+        if est.focal_px and config.camera.focal_px is None:
+            choice = resolve_intrinsics(
+                img.width,
+                img.height,
+                W,
+                H,
+                principal=config.camera.principal,
+                model_focal_px=est.focal_px,
+            )
+    intr = choice.intrinsics
+
+    with rep.stage("ground"):
+        depth, ground = fit_ground(est, intr, camera_height=dcfg.camera_height, seed=config.seed)
+        M = world_from_camera(ground.normal)
+
+    with rep.stage("lift"):
+        lkey = stage_key("lift", depth=dkey, lift=config.lift.__dict__, scale=ground.scale)
+        cached = cache.get("lift", lkey)
+        if cached is not None:
+            splats = _splats_from_arrays(cached[0])
+            hits.append("lift")
+        else:
+            splats = lift(rgb, depth, intr, config.lift, layer_id=0)
+
+    with rep.stage("colour"):
+        if cached is None:
+            splats = solve_colours(splats, intr, rgb, config.lift.colour_solve_iters)
+            cache.put("lift", lkey, _splats_to_arrays(splats), {})
+
+    with rep.stage("collision"):
+        coll = build_collision(
+            depth, est.labels, intr, ground, M, config.collision, max_distance=dcfg.max_depth
+        )
+        collision_glb = coll.glb_bytes()
+
+    with rep.stage("preview"):
+        from .raster import rasterize
+
+        preview = rasterize(splats, Camera(intr, Pose.identity()), W, H).rgb.numpy()
+
+    with rep.stage("write"):
+        manifest = _manifest(
+            img, intr, choice.source, M, ground, splats, est, backend.name, reason, config
+        )
+        manifest["bounds"] = {"min": coll.bounds[0].tolist(), "max": coll.bounds[1].tolist()}
+        manifest["timings"] = dict(rep.timings)
+        validate_manifest(manifest, "world.json (being written)")
+        with atomic_dir(out, force) as tmp:
+            (tmp / "splats.ply").write_bytes(ply_bytes(splats))
+            (tmp / "splat_layers.npy").write_bytes(_npy_bytes(splats.layers.numpy()))
+            (tmp / "collision.glb").write_bytes(collision_glb)
+            save_png(preview, tmp / "preview.png")
+            ldir = tmp / "layers" / "0"
+            ldir.mkdir(parents=True)
+            (ldir / "rgb.png").write_bytes(_png_bytes(rgb))
+            (ldir / "depth.npy").write_bytes(_npy_bytes(depth.astype(np.float32)))
+            alpha = np.where(np.isfinite(depth), 255, 0).astype(np.uint8)
+            (ldir / "alpha.png").write_bytes(_png_bytes(alpha))
+            if est.labels is not None:
+                (ldir / "labels.png").write_bytes(_png_bytes(est.labels))
+            (ldir / "intrinsics.json").write_text(json.dumps(intr.to_dict(), indent=2))
+            manifest["timings"] = dict(rep.timings)  # everything up to the final write
+            (tmp / "world.json").write_text(json.dumps(manifest, indent=2))
+    backends = {"depth": backend.name, "raster": "torch", "intrinsics": choice.source}
+    return BuildResult(out, len(splats), dict(rep.timings), backends, list(rep.notes), hits)
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return x
+
+
+def _manifest(
+    img,
+    intr: Intrinsics,
+    intr_source: str,
+    M: np.ndarray,
+    ground: GroundFit,
+    splats: Splats,
+    est: DepthEstimate,
+    backend: str,
+    reason: str,
+    config: BuildConfig,
+) -> dict:
+    h = float(ground.height)
+    return {
+        "format": "worldgen.world",
+        "version": 1,
+        "generator": {
+            "package": "worldgen",
+            "version": __version__,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+        },
+        "source": {
+            "path": str(img.path),
+            "sha256": img.sha256,
+            "width": img.width,
+            "height": img.height,
+            "format": img.format,
+            "exif_orientation": img.exif_orientation,
+        },
+        "camera": {"intrinsics": intr.to_dict(), "intrinsics_source": intr_source},
+        "world_from_camera": M.tolist(),
+        "ground": ground.to_dict(),
+        # the walker stands on the ground below the source camera, facing the photo (-Z)
+        "spawn": {"position": [0.0, -h, 0.0], "yaw_deg": 0.0, "eye_height": h},
+        "bounds": {"min": [0.0, 0.0, 0.0], "max": [0.0, 0.0, 0.0]},
+        "splats": {
+            "file": "splats.ply",
+            "count": len(splats),
+            "sh_degree": splats.sh_degree,
+            "frame": "source-camera-opencv",
+            "layers_file": "splat_layers.npy",
+        },
+        "layers": [
+            {"id": 0, "name": "scene", "path": "layers/0", "splat_count": len(splats)},
+        ],
+        "depth": {
+            "backend": backend,
+            "reason": reason,
+            "kind": est.kind,
+            "info": _jsonable(est.info),
+        },
+        "config": config.to_dict(),
+        "seed": config.seed,
+        "models": [],
+        "timings": {},
+        "files": {"collision": "collision.glb", "preview": "preview.png"},
+    }

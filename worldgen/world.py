@@ -1,0 +1,198 @@
+"""The world bundle (``NAME.world/``): atomic writing, loading and validation.
+
+Layout (ARCHITECTURE.md)::
+
+    world.json          manifest, validated against world.schema.json
+    splats.ply          INRIA 3DGS PLY, source camera OpenCV axes
+    splat_layers.npy    per-splat layer id (uint8)
+    layers/<k>/         rgb.png, depth.npy (float32 metres, NaN = none), alpha.png,
+                        labels.png (semantic labels), intrinsics.json
+    collision.glb       collision mesh, world frame (metres, +Y up)
+    preview.png         render from the spawn point
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from .camera import Intrinsics
+from .errors import BundleError, OutputError
+from .splats import Splats, read_ply
+
+SCHEMA_PATH = Path(__file__).with_name("world.schema.json")
+MANIFEST = "world.json"
+
+
+def check_output(out: Path, force: bool) -> None:
+    """Fail early (before any work) if ``out`` cannot be written."""
+    out = Path(out)
+    parent = out.parent if str(out.parent) else Path(".")
+    if out.exists() or out.is_symlink():
+        if not force:
+            raise OutputError(f"{out}: already exists (use --force to replace it)")
+        if not out.is_dir() or not (out / MANIFEST).is_file():
+            raise OutputError(f"{out}: exists and is not a world bundle; refusing to replace it")
+    if not parent.exists():
+        raise OutputError(f"{parent}: output folder does not exist")
+    if not parent.is_dir():
+        raise OutputError(f"{parent}: is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{parent}: output folder is not writable")
+
+
+@contextmanager
+def atomic_dir(out: Path, force: bool) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out``; on success it replaces ``out`` in one rename.
+
+    On any error the temporary folder is removed and ``out`` is left as it was.
+    """
+    out = Path(out)
+    check_output(out, force)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent or "."))
+    except OSError as e:
+        raise OutputError(f"{out.parent}: cannot create a folder there ({e.strerror})") from None
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        if out.exists():
+            backup = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(backup)
+            try:
+                tmp.rename(out)
+            except OSError:
+                backup.rename(out)
+                raise
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def validate_manifest(manifest: dict, where: str = MANIFEST) -> None:
+    import jsonschema
+
+    try:
+        jsonschema.validate(manifest, _schema())
+    except jsonschema.ValidationError as e:
+        path = "/".join(str(p) for p in e.absolute_path) or "(top level)"
+        raise BundleError(f"{where}: invalid at {path}: {e.message}") from None
+
+
+def _safe_join(root: Path, rel: str) -> Path:
+    """Join a manifest path to the bundle root, refusing anything that escapes it."""
+    p = (root / rel).resolve()
+    if root.resolve() not in p.parents and p != root.resolve():
+        raise BundleError(f"{rel!r}: path leaves the world folder")
+    return p
+
+
+@dataclass
+class Layer:
+    id: int
+    name: str
+    path: Path
+
+    @cached_property
+    def rgb(self) -> np.ndarray:  # [H, W, 3] float32
+        from PIL import Image
+
+        return np.asarray(Image.open(self.path / "rgb.png").convert("RGB"), np.float32) / 255.0
+
+    @cached_property
+    def depth(self) -> np.ndarray:  # [H, W] float32 metres, NaN = none
+        return np.load(self.path / "depth.npy", allow_pickle=False)
+
+    @cached_property
+    def intrinsics(self) -> Intrinsics:
+        return Intrinsics.from_dict(json.loads((self.path / "intrinsics.json").read_text()))
+
+
+class World:
+    """A loaded, validated world bundle. Heavy files are read on first use."""
+
+    def __init__(self, path: Path, manifest: dict):
+        self.path = Path(path)
+        self.manifest = manifest
+
+    @property
+    def intrinsics(self) -> Intrinsics:
+        return Intrinsics.from_dict(self.manifest["camera"]["intrinsics"])
+
+    @property
+    def world_from_camera(self) -> np.ndarray:  # [4, 4]
+        return np.asarray(self.manifest["world_from_camera"], dtype=np.float64)
+
+    @cached_property
+    def splats(self) -> Splats:
+        layers = np.load(self.path / "splat_layers.npy", allow_pickle=False)
+        s = read_ply(self.path / "splats.ply", layers=layers)
+        if len(s) != self.manifest["splats"]["count"]:
+            raise BundleError(
+                f"{self.path}: splats.ply holds {len(s)} splats, "
+                f"world.json says {self.manifest['splats']['count']}"
+            )
+        return s
+
+    @property
+    def layers(self) -> list[Layer]:
+        return [
+            Layer(d["id"], d["name"], _safe_join(self.path, d["path"]))
+            for d in self.manifest["layers"]
+        ]
+
+
+def load_world(path: str | Path) -> World:
+    """Open and validate a world bundle; raises BundleError with a clear message."""
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(f"{path}: no such world")
+    if not path.is_dir():
+        raise BundleError(f"{path}: not a world folder")
+    mpath = path / MANIFEST
+    if not mpath.is_file():
+        raise BundleError(f"{path}: not a world bundle (no {MANIFEST})")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"{mpath}: unreadable manifest ({e})") from None
+    if isinstance(manifest, dict) and manifest.get("version") not in (None, 1):
+        raise BundleError(
+            f"{mpath}: world format version {manifest.get('version')} is newer than this "
+            "worldgen understands (1); upgrade worldgen"
+        )
+    validate_manifest(manifest, str(mpath))
+    for rel in ("splats.ply", "splat_layers.npy", "collision.glb", "preview.png"):
+        if not (path / rel).is_file():
+            raise BundleError(f"{path}: missing {rel}")
+    for layer in manifest["layers"]:
+        d = _safe_join(path, layer["path"])
+        for f in ("rgb.png", "depth.npy", "alpha.png", "intrinsics.json"):
+            if not (d / f).is_file():
+                raise BundleError(f"{path}: layer {layer['id']} is missing {f}")
+    try:
+        ids = np.load(path / "splat_layers.npy", allow_pickle=False, mmap_mode="r")
+    except (ValueError, OSError) as e:
+        raise BundleError(f"{path}: unreadable splat_layers.npy ({e})") from None
+    if ids.dtype != np.uint8 or ids.shape != (manifest["splats"]["count"],):
+        raise BundleError(
+            f"{path}: splat_layers.npy must be uint8 [{manifest['splats']['count']}], "
+            f"got {ids.dtype} {list(ids.shape)}"
+        )
+    return World(path, manifest)
