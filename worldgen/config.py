@@ -63,7 +63,7 @@ class LiftConfig:
     max_normal_angle_deg: float = 80.0
     """Surfaces seen more obliquely than this are treated as facing the camera at that angle."""
     edge_threshold: float = 0.08
-    """Relative depth jump between neighbours that counts as a depth edge (no stretching)."""
+    """Relative change of the disparity slope between neighbours that marks a depth edge."""
     colour_solve_iters: int = 8
     """Iterations of the linear solve that makes the source view reproduce the photo (0 = off)."""
 

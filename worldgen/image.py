@@ -78,20 +78,47 @@ def _to_rgb_float(im: Image.Image) -> np.ndarray:
     return np.asarray(im, dtype=np.float32) / 255.0
 
 
-def _read_16bit_rgb(path: Path) -> np.ndarray | None:
-    """Pillow reduces 16-bit RGB(A) PNG/TIFF to 8 bits; read them at full depth with imageio."""
-    try:
-        import imageio.v3 as iio
+def _read_16bit_rgb(path: Path, fmt: str) -> np.ndarray | None:
+    """Pillow reduces 16-bit RGB(A) PNG/TIFF to 8 bits: read those at full depth.
 
-        a = iio.imread(path)
+    Returns [H, W, 3] float32 (alpha composited over white) or None if the file is not 16-bit
+    colour.
+    """
+    try:
+        if fmt == "PNG":
+            import png
+
+            w, h, rows, info = png.Reader(filename=str(path)).asDirect()
+            if info["bitdepth"] != 16 or info["greyscale"]:
+                return None
+            a = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows])
+            a = a.reshape(h, w, info["planes"])
+        else:
+            import tifffile
+
+            a = tifffile.imread(path)
+            if a.dtype != np.uint16 or a.ndim != 3 or a.shape[2] not in (3, 4):
+                return None
     except Exception:
-        return None
-    if a.dtype != np.uint16 or a.ndim != 3 or a.shape[2] not in (3, 4):
         return None
     f = a.astype(np.float32) / 65535.0
     if f.shape[2] == 4:
         f = f[..., :3] * f[..., 3:4] + (1.0 - f[..., 3:4])
     return f
+
+
+def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation tag to an [H, W, C] array (as ImageOps.exif_transpose)."""
+    ops = {
+        2: lambda x: x[:, ::-1],
+        3: lambda x: x[::-1, ::-1],
+        4: lambda x: x[::-1],
+        5: lambda x: x.transpose(1, 0, 2),
+        6: lambda x: np.rot90(x, -1),
+        7: lambda x: x[::-1, ::-1].transpose(1, 0, 2),
+        8: lambda x: np.rot90(x, 1),
+    }
+    return np.ascontiguousarray(ops[orientation](a)) if orientation in ops else a
 
 
 def load_image(path: str | Path) -> LoadedImage:
@@ -128,9 +155,9 @@ def load_image(path: str | Path) -> LoadedImage:
         raise InputError(f"{path}: cannot decode image ({e})") from None
     rgb = None
     if upright.mode in ("RGB", "RGBA") and fmt in ("PNG", "TIFF"):
-        rgb16 = _read_16bit_rgb(path)
-        if rgb16 is not None and orientation == 1:
-            rgb = rgb16
+        rgb16 = _read_16bit_rgb(path, fmt)
+        if rgb16 is not None and rgb16.shape[:2] == (im.height, im.width):
+            rgb = _orient(rgb16, orientation)
     if rgb is None:
         rgb = _to_rgb_float(upright)
     h, w = rgb.shape[:2]

@@ -33,40 +33,40 @@ def _block_reduce(a: np.ndarray, s: int, fn) -> np.ndarray:
 
 
 def estimate_normals(depth: np.ndarray, intr: Intrinsics, edge_threshold: float) -> np.ndarray:
-    """[H, W] z-depth -> [H, W, 3] unit normals facing the camera (NaN where unknown).
+    """[H, W] z-depth -> [H, W, 3] unit normals facing the camera.
 
-    Central differences where both neighbours lie on the same surface, one-sided next to a depth
-    edge, and the direction back to the camera where neither neighbour does.
+    Disparity (1/z) is linear in image coordinates on any plane, so a pixel whose backward and
+    forward disparity differences agree (relative to its disparity, within ``edge_threshold``)
+    lies inside a smooth surface and gets central differences; otherwise it sits at a depth edge
+    and uses the one-sided difference with the smaller disparity change. Unknown neighbours are
+    never used; with neither side usable the normal points back at the camera.
     """
     P = unproject(depth, intr).astype(np.float64)
-    z = depth.astype(np.float64)
+    disp = 1.0 / depth.astype(np.float64)
 
-    def side_diffs(axis: int):
-        if axis == 1:
-            fd = P[:, 1:] - P[:, :-1]
-            jump = np.abs(z[:, 1:] - z[:, :-1]) / np.minimum(z[:, 1:], z[:, :-1])
-            pad = [(0, 0), (1, 0), (0, 0)]
-            padn = [(0, 0), (0, 1), (0, 0)]
-            jpad, jpadn = [(0, 0), (1, 0)], [(0, 0), (0, 1)]
-        else:
-            fd = P[1:] - P[:-1]
-            jump = np.abs(z[1:] - z[:-1]) / np.minimum(z[1:], z[:-1])
-            pad = [(1, 0), (0, 0), (0, 0)]
-            padn = [(0, 1), (0, 0), (0, 0)]
-            jpad, jpadn = [(1, 0), (0, 0)], [(0, 1), (0, 0)]
-        ok = np.isfinite(jump) & (jump < edge_threshold)
-        back = np.pad(fd, pad, constant_values=np.nan)  # P[i] - P[i-1]
-        fwd = np.pad(fd, padn, constant_values=np.nan)  # P[i+1] - P[i]
-        ok_b = np.pad(ok, jpad, constant_values=False)
-        ok_f = np.pad(ok, jpadn, constant_values=False)
-        both = ok_b & ok_f
-        d = np.where(both[..., None], 0.5 * (back + fwd), np.nan)
-        d = np.where((ok_b & ~ok_f)[..., None], back, d)
-        d = np.where((ok_f & ~ok_b)[..., None], fwd, d)
-        return d
+    def derivative(axis: int) -> np.ndarray:
+        Pm = np.moveaxis(P, axis, 0)
+        Dm = np.moveaxis(disp, axis, 0)
+        n = Pm.shape[0]
+        nanP = np.full_like(Pm[:1], np.nan)
+        nanD = np.full_like(Dm[:1], np.nan)
+        fwdP = np.concatenate([Pm[1:] - Pm[:-1], nanP])  # P[i+1] - P[i]
+        backP = np.concatenate([nanP, Pm[1:] - Pm[:-1]])  # P[i] - P[i-1]
+        fwdD = np.concatenate([Dm[1:] - Dm[:-1], nanD])
+        backD = np.concatenate([nanD, Dm[1:] - Dm[:-1]])
+        ok_f, ok_b = np.isfinite(fwdD), np.isfinite(backD)
+        smooth = ok_f & ok_b & (np.abs(fwdD - backD) <= edge_threshold * np.abs(Dm))
+        use_f = ok_f & ~smooth & (~ok_b | (np.abs(fwdD) <= np.abs(backD)))
+        use_b = ok_b & ~smooth & ~use_f
+        d = np.full_like(Pm, np.nan)
+        d = np.where(smooth[..., None], 0.5 * (fwdP + backP), d)
+        d = np.where(use_f[..., None], fwdP, d)
+        d = np.where(use_b[..., None], backP, d)
+        assert d.shape[0] == n
+        return np.moveaxis(d, 0, axis)
 
-    du = side_diffs(1)
-    dv = side_diffs(0)
+    du = derivative(1)
+    dv = derivative(0)
     n = np.cross(dv, du)  # camera axes: faces the camera for a fronto-parallel surface
     norm = np.linalg.norm(n, axis=-1, keepdims=True)
     good = np.isfinite(norm[..., 0]) & (norm[..., 0] > 1e-12)

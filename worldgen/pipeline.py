@@ -165,14 +165,7 @@ def build(
             hits.append("depth")
         else:
             est = backend.estimate(
-                rgb,
-                choice.intrinsics,
-                depth_map=dcfg.depth_map,
-                orig_size=(img.width, img.height),
-                camera_height=dcfg.camera_height,
-                sky_distance=dcfg.sky_distance,
-                max_depth=dcfg.max_depth,
-                n_segments=dcfg.popup_segments,
+                rgb, choice.intrinsics, **_depth_options(backend.name, dcfg, img)
             )
             arrays = {"depth": est.depth}
             if est.labels is not None:
@@ -248,6 +241,20 @@ def build(
             (tmp / "world.json").write_text(json.dumps(manifest, indent=2))
     backends = {"depth": backend.name, "raster": "torch", "intrinsics": choice.source}
     return BuildResult(out, len(splats), dict(rep.timings), backends, list(rep.notes), hits)
+
+
+def _depth_options(name: str, dcfg, img) -> dict:
+    """The options each depth backend takes from the depth config."""
+    if name == "file":
+        return {"depth_map": dcfg.depth_map, "orig_size": (img.width, img.height)}
+    if name == "popup":
+        return {
+            "camera_height": dcfg.camera_height,
+            "sky_distance": dcfg.sky_distance,
+            "max_depth": dcfg.max_depth,
+            "n_segments": dcfg.popup_segments,
+        }
+    return {}
 
 
 def _jsonable(x):

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Set up everything worldgen needs on a fresh Debian machine; safe to re-run (skips what's done).
+#   - Debian packages (when root): Node.js/npm if missing (the test validators need node >= 20)
+#   - a virtual environment in .venv/ with the CPU build of torch installed FIRST (otherwise a
+#     dependency pulls a multi-GB CUDA build), then worldgen in editable mode with [dev]
+#   - with --test: the third-party validators from npm (splat-transform, glTF validator)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test_tools=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) want_test_tools=1 ;;
+    *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+PY=${PYTHON:-python3}
+TORCH_VERSION=${WORLDGEN_TORCH_VERSION:-2.13.0}
+
+apt_install() {
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "apt-get install $*"
+    apt-get update -qq >/dev/null || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  else
+    say "please install these Debian packages: $* (needs root)"; return 1
+  fi
+}
+
+# --- Python -------------------------------------------------------------------------------
+if ! "$PY" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+  echo "setup.sh: worldgen needs Python >= 3.11 (found: $("$PY" --version 2>&1))" >&2; exit 1
+fi
+if ! "$PY" -c 'import venv, ensurepip' 2>/dev/null; then
+  apt_install python3-venv
+fi
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  "$PY" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
+  say "installing torch==$TORCH_VERSION (CPU build) first"
+  "${PIP[@]}" install "torch==$TORCH_VERSION"
+fi
+stamp=.venv/.worldgen-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  say "installing worldgen (editable) with [dev]"
+  "${PIP[@]}" install -e ".[dev]"
+  touch "$stamp"
+fi
+
+# --- test tools (npm) -------------------------------------------------------------------------
+if [ "$want_test_tools" = 1 ]; then
+  node_ok() { command -v node >/dev/null && node -e 'process.exit(+process.versions.node.split(".")[0] < 20)'; }
+  if ! node_ok; then
+    apt_install nodejs npm || true
+    node_ok || { echo "setup.sh: the test validators need Node.js >= 20 (found: $(node --version 2>/dev/null || echo none))" >&2; exit 1; }
+  fi
+  if [ ! -x node_modules/.bin/splat-transform ] || [ package.json -nt node_modules/.package-lock.json ]; then
+    say "installing test validators from npm (splat-transform, gltf-validator)"
+    npm ci --no-audit --no-fund --loglevel=error >/dev/null
+  fi
+fi
+say "ready"
