@@ -24,8 +24,20 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def run_once(photo: Path, preset: str, out: Path) -> tuple[float, float, dict]:
-    cmd = [sys.executable, "-m", "worldgen", "build", str(photo), "-o", str(out), "--preset",
-           preset, "--no-cache", "--force", "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "worldgen",
+        "build",
+        str(photo),
+        "-o",
+        str(out),
+        "--preset",
+        preset,
+        "--no-cache",
+        "--force",
+        "--json",
+    ]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -54,31 +66,41 @@ def main() -> int:
                 wall, mem, summary = run_once(photo, a.preset, Path(tmp) / f"w{i}.world")
                 walls.append(wall)
                 mems.append(mem)
-            rows.append({
-                "photo": photo.name,
-                "splats": summary["splats"],
-                "median_s": statistics.median(walls),
-                "min_s": min(walls),
-                "max_s": max(walls),
-                "peak_rss_mib": max(mems),
-                "stages_s": summary["timings"],
-            })
+            rows.append(
+                {
+                    "photo": photo.name,
+                    "splats": summary["splats"],
+                    "median_s": statistics.median(walls),
+                    "min_s": min(walls),
+                    "max_s": max(walls),
+                    "peak_rss_mib": max(mems),
+                    "stages_s": summary["timings"],
+                }
+            )
             r = rows[-1]
-            print(f"{photo.name}: median {r['median_s']:.2f} s, peak {r['peak_rss_mib']:.0f} MiB",
-                  file=sys.stderr)
+            print(
+                f"{photo.name}: median {r['median_s']:.2f} s, peak {r['peak_rss_mib']:.0f} MiB",
+                file=sys.stderr,
+            )
     cpu = platform.processor() or platform.machine()
-    print(f"\n`worldgen build --preset {a.preset} --no-cache`, fresh process, "
-          f"median of {a.runs} runs, {os.cpu_count()} cores ({cpu}), no GPU\n")
+    print(
+        f"\n`worldgen build --preset {a.preset} --no-cache`, fresh process, "
+        f"median of {a.runs} runs, {os.cpu_count()} cores ({cpu}), no GPU\n"
+    )
     print("| photo | splats | median s | min–max s | peak RSS MiB | slowest stages |")
     print("|---|---:|---:|---:|---:|---|")
     for r in rows:
         top = sorted(r["stages_s"].items(), key=lambda kv: -kv[1])[:3]
         stages = ", ".join(f"{k} {v:.1f}" for k, v in top)
-        print(f"| {r['photo']} | {r['splats']:,} | {r['median_s']:.2f} | "
-              f"{r['min_s']:.2f}–{r['max_s']:.2f} | {r['peak_rss_mib']:.0f} | {stages} |")
+        print(
+            f"| {r['photo']} | {r['splats']:,} | {r['median_s']:.2f} | "
+            f"{r['min_s']:.2f}–{r['max_s']:.2f} | {r['peak_rss_mib']:.0f} | {stages} |"
+        )
     worst = max(rows, key=lambda r: r["median_s"])
-    print(f"\nmax over photos of the median: {worst['median_s']:.2f} s ({worst['photo']}); "
-          f"budget 30 s: {'OK' if worst['median_s'] <= 30 else 'OVER'}")
+    print(
+        f"\nmax over photos of the median: {worst['median_s']:.2f} s ({worst['photo']}); "
+        f"budget 30 s: {'OK' if worst['median_s'] <= 30 else 'OVER'}"
+    )
     print(f"reproduce: .venv/bin/python benchmarks/build.py --runs {a.runs} --preset {a.preset}")
     if a.json:
         a.json.write_text(json.dumps(rows, indent=2))

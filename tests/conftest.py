@@ -45,6 +45,8 @@ def tool(name: str) -> str:
     only; CI installs them).
     """
     p = REPO / "node_modules" / ".bin" / name
+    if not p.exists():
+        p = REPO / "node_modules" / name  # a library, not a command
     if p.exists() and shutil.which("node"):
         return str(p)
     if os.environ.get("WORLDGEN_ALLOW_MISSING_TOOLS"):

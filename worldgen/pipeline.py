@@ -122,6 +122,9 @@ def build(
     dcfg = config.depth
     if dcfg.camera_height <= 0:
         raise InputError(f"--camera-height must be positive, got {dcfg.camera_height}")
+    if dcfg.depth_map is not None and not Path(dcfg.depth_map).is_file():
+        what = "is not a file" if Path(dcfg.depth_map).exists() else "not found"
+        raise InputError(f"{dcfg.depth_map}: depth map {what}")
 
     with rep.stage("load"):
         img = load_image(image_path)

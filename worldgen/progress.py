@@ -17,11 +17,9 @@ class Reporter:
     @contextmanager
     def stage(self, name: str, total_stages: int | None = None) -> Iterator[None]:
         t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings[name] = round(time.perf_counter() - t0, 4)
-            self._done(name, self.timings[name])
+        yield  # a failing stage is not reported as done
+        self.timings[name] = round(time.perf_counter() - t0, 4)
+        self._done(name, self.timings[name])
 
     def _done(self, name: str, seconds: float) -> None:
         pass

@@ -48,6 +48,11 @@ def check_output(out: Path, force: bool) -> None:
         raise OutputError(f"{parent}: is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"{parent}: output folder is not writable")
+    try:  # access() says yes to root on read-only mounts: really try
+        probe = tempfile.mkdtemp(prefix=f".{out.name}.probe-", dir=parent)
+        os.rmdir(probe)
+    except OSError as e:
+        raise OutputError(f"{parent}: output folder is not writable ({e.strerror})") from None
 
 
 @contextmanager

@@ -1,0 +1,58 @@
+"""Every demo photo builds into a complete, valid world that reproduces the photo."""
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import DEMOS, tool
+from tests.scenes import psnr
+from worldgen.depth.base import SKY
+from worldgen.pipeline import build
+from worldgen.world import load_world
+
+assert len(DEMOS) >= 3, "demos/ must hold the demo photos"
+
+
+@pytest.fixture(scope="module")
+def worlds(tmp_path_factory):
+    d = tmp_path_factory.mktemp("demos")
+    return {p.name: build(p, d / f"{p.stem}.world", use_cache=False).path for p in DEMOS}
+
+
+@pytest.mark.parametrize("name", [p.name for p in DEMOS])
+def test_demo_world_is_complete_and_reproduces_the_photo(worlds, name):
+    w = load_world(worlds[name])
+    m = w.manifest
+    assert m["splats"]["count"] == len(w.splats) > 50_000
+    src = w.layers[0].rgb
+    assert max(src.shape[:2]) <= 768
+    preview = np.asarray(Image.open(w.path / "preview.png"), np.float32) / 255.0
+    p = psnr(preview, src)
+    assert p >= 28.0, f"{name}: PSNR {p:.2f} dB"
+    depth = w.layers[0].depth
+    assert np.isfinite(depth).all() and (depth > 0).all()
+    r = subprocess.run(
+        [tool("splat-transform"), str(w.path / "splats.ply"), "null", "--info", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0 and json.loads(r.stdout[r.stdout.index("{") :])["gaussian"] is True
+
+
+def test_outdoor_demo_has_ground_and_sky(worlds):
+    w = load_world(worlds["mountain_path.jpg"])
+    labels = np.asarray(Image.open(w.layers[0].path / "labels.png"))
+    assert (labels == SKY).mean() > 0.1
+    depth = w.layers[0].depth
+    H = depth.shape[0]
+    # a walkable layout: depth grows from the bottom of the frame toward the horizon
+    bottom = np.median(depth[int(0.95 * H) :])
+    middle = np.median(
+        depth[int(0.55 * H) : int(0.65 * H)][labels[int(0.55 * H) : int(0.65 * H)] != SKY]
+    )
+    assert bottom < middle
+    assert 1.0 < bottom < 10.0
