@@ -54,7 +54,7 @@ fi
 
 # --- test tools (npm) -------------------------------------------------------------------------
 if [ "$want_test_tools" = 1 ]; then
-  node_ok() { command -v node >/dev/null && node -e 'process.exit(+process.versions.node.split(".")[0] < 20)'; }
+  node_ok() { command -v node >/dev/null && node -e 'process.exit(parseInt(process.versions.node, 10) >= 20 ? 0 : 1)'; }
   if ! node_ok; then
     apt_install nodejs npm || true
     node_ok || { echo "setup.sh: the test validators need Node.js >= 20 (found: $(node --version 2>/dev/null || echo none))" >&2; exit 1; }

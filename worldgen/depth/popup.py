@@ -1,22 +1,32 @@
-"""``popup``: the embedded, no-weights depth backend.
+"""``popup``: the embedded, no-weights depth backend (the default).
 
 A geometric scene-layout prior in the spirit of Hoiem, Efros & Hebert, *Automatic Photo
-Pop-up* (SIGGRAPH 2005):
+Pop-up* (SIGGRAPH 2005). Everything runs on a copy downscaled to ``work_size`` pixels:
 
-1. superpixels (SLIC) on a downscaled copy of the photo;
-2. each superpixel is scored as ground / vertical / sky (or ceiling indoors) from its colour,
-   texture, edge orientation and position relative to the horizon; the scores are smoothed by
-   mean-field on the superpixel adjacency graph, then sky (and ceiling) must connect to the top
-   border and ground to the bottom border;
-3. the horizon row, hence the camera pitch, comes from the sky / ground boundary (with a
-   plausible-extent prior for the far edge of the ground when no sky is seen), clamped to a sane
-   range; labels and horizon are alternated twice;
-4. ground (and ceiling) depth is the exact ray / plane intersection for a camera
-   ``camera_height`` metres above the ground;
-5. vertical regions stand on the ground: each column of each vertical region gets the horizontal
-   distance of its ground contact (a folded billboard); columns without a visible contact are
-   interpolated from the region's other columns, or stand on what they occlude;
-6. sky is a dome at ``sky_distance`` metres along every ray.
+1. SLIC superpixels, with per-superpixel colour (L*a*b*), texture (gradient energy), share of
+   vertical edges, position, border contact and a boundary-sharpness-aware adjacency graph.
+2. Labels: a hand-tuned score per class and superpixel -- ground: low in the frame, looks like
+   the rest of the bottom border, few vertical edges, not blue; sky: blue or bright-neutral,
+   smooth, high; ceiling (indoors): smooth, low chroma, high; vertical is the reference --
+   smoothed by mean-field on the adjacency graph (alike neighbours, or neighbours joined by a
+   boundary no sharper than their texture, agree). Sky and ceiling must connect to the top
+   border, ground to the bottom one. The sky must be convincing (blue, or a bright grey that
+   spans the top and is the brightest thing in view); otherwise the scene is indoors and the
+   top may become ceiling instead. Label boundaries are then refined per pixel by colour.
+3. Horizon: at or below the lowest sky, above the highest ground by the distance the far
+   ground may have (``max_depth`` outdoors, ``indoor_far_floor`` indoors), otherwise the
+   principal point; clamped to +-``max_pitch_deg``. It gives the pitch, hence the up vector
+   ``(0, -cos p, sin p)`` in camera axes (p > 0 looks up).
+4. Ground and ceiling: exact ray / plane intersection, the camera ``camera_height`` metres
+   above the ground, the ceiling at ``ceiling_height``.
+5. Vertical: every vertical superpixel is a facet standing upright at one horizontal distance,
+   solved jointly (sparse least squares in log distance): a facet sitting on the ground takes
+   its contact distance (folded billboards, as in Photo Pop-up), one reaching the bottom border
+   the nearest possible one; a facet follows what supports it from below and its look-alike
+   neighbours; what stands above a grounded facet across a colour edge may not come in front
+   of it. An edge-aware filter removes the facet seams; nothing goes below the floor or above
+   an indoor ceiling.
+6. Sky: a dome ``sky_distance`` metres away along every ray.
 
 The result is metric under the camera-height prior, finite and positive everywhere.
 """
@@ -50,7 +60,8 @@ class PopupConfig:
     """Metres from the camera to the sky dome (constant distance along every sky ray)."""
 
     ceiling_height: float = 2.7
-    """Metres of an indoor ceiling above the floor (used when no sky is found)."""
+    """Metres of an indoor ceiling above the floor (used when no sky is found; kept at least
+    0.3 m above the camera)."""
 
     max_depth: float = 80.0
     """Farthest z-depth in metres given to ground and vertical surfaces outdoors."""
@@ -58,7 +69,7 @@ class PopupConfig:
     indoor_max_depth: float = 20.0
     """Farthest z-depth in metres of any surface in an indoor scene (keeps rooms closed)."""
 
-    indoor_far_floor: float = 5.0
+    indoor_far_floor: float = 6.0
     """Metres to the far edge of the visible floor assumed indoors when nothing else tells the
     horizon; sets the camera pitch of indoor and close-up photos."""
 
@@ -104,6 +115,7 @@ class PopupConfig:
 
         for name in (
             "camera_height",
+            "ceiling_height",
             "sky_distance",
             "max_depth",
             "indoor_max_depth",
@@ -112,11 +124,8 @@ class PopupConfig:
             "min_depth",
         ):
             positive(name)
-        if not self.ceiling_height > self.camera_height:
-            raise InputError(
-                f"popup ceiling_height ({self.ceiling_height}) must be above camera_height "
-                f"({self.camera_height})"
-            )
+        if not self.min_depth < min(self.max_depth, self.indoor_max_depth):
+            raise InputError("popup min_depth must be below max_depth and indoor_max_depth")
         if not self.sky_distance > self.max_depth:
             raise InputError("popup sky_distance must be beyond max_depth")
         if not 0.0 <= self.max_pitch_deg < 80.0:
@@ -136,13 +145,6 @@ def up_vector(pitch: float) -> np.ndarray:
     return np.array([0.0, -math.cos(pitch), math.sin(pitch)])
 
 
-def _rays(K: Intrinsics, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised-plane coordinates (x, y) of pixel centres; the ray is (x, y, 1)."""
-    x = (np.asarray(cols, dtype=np.float64) - K.cx) / K.fx
-    y = (np.asarray(rows, dtype=np.float64) - K.cy) / K.fy
-    return x, y
-
-
 def _ground_z(n: np.ndarray, h: float, y: np.ndarray, x: np.ndarray | float = 0.0) -> np.ndarray:
     """z-depth of the ground plane {X: n.X = -h}; +inf where the ray misses it."""
     nr = n[0] * x + n[1] * y + n[2]
@@ -157,6 +159,11 @@ def _ceiling_z(n: np.ndarray, hc: float, y: np.ndarray, x: np.ndarray | float = 
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(nr > 1e-9, hc / np.maximum(nr, 1e-9), np.inf)
     return z
+
+
+def _ceiling_above_camera(cfg: PopupConfig) -> float:
+    """Metres from the camera up to the ceiling plane (at least 0.3 m)."""
+    return max(cfg.ceiling_height - cfg.camera_height, 0.3)
 
 
 def _forward_dot(pitch: float, y: np.ndarray) -> np.ndarray:
@@ -176,16 +183,14 @@ class _Segments:
     lab: np.ndarray  # [n, 3] mean L*a*b*
     chroma: np.ndarray
     grad: np.ndarray  # mean gradient magnitude of L*
-    std: np.ndarray  # std of L* inside the segment
     vfrac: np.ndarray  # share of gradient energy on vertical edges
-    hfrac: np.ndarray  # share of gradient energy on horizontal edges
     row_mean: np.ndarray
-    row_min: np.ndarray
     row_max: np.ndarray
     top: np.ndarray  # pixels on the top border
     bottom: np.ndarray  # pixels on the bottom border
     adj: np.ndarray  # [n, n] shared boundary length
     weights: np.ndarray  # [n, n] row-normalised affinity
+    image_lab: np.ndarray  # [h, w, 3] L*a*b* of the working image
 
 
 def _segment(small: np.ndarray, cfg: PopupConfig) -> _Segments:
@@ -195,11 +200,10 @@ def _segment(small: np.ndarray, cfg: PopupConfig) -> _Segments:
     h, w = small.shape[:2]
     lab = rgb2lab(small).astype(np.float32)
     seg = slic(
-        lab,
+        small,
         n_segments=cfg.n_segments,
         compactness=cfg.compactness,
         start_label=0,
-        convert2lab=False,
         enforce_connectivity=True,
         channel_axis=-1,
     )
@@ -215,38 +219,50 @@ def _segment(small: np.ndarray, cfg: PopupConfig) -> _Segments:
 
     L = lab[..., 0].astype(np.float64)
     mlab = np.stack([mean(lab[..., c]) for c in range(3)], axis=1)
-    std = np.sqrt(np.maximum(mean(L * L) - mlab[:, 0] ** 2, 0.0))
     gx = ndi.sobel(L, axis=1) / 8.0
     gy = ndi.sobel(L, axis=0) / 8.0
     g2 = gx * gx + gy * gy
     grad = mean(np.sqrt(g2))
     e = np.bincount(flat, weights=g2.ravel(), minlength=n) + 1e-6 * area + 1e-9
     vert_edge = np.abs(gx) > 2.0 * np.abs(gy)  # intensity changes along x: a vertical edge
-    horiz_edge = np.abs(gy) > 2.0 * np.abs(gx)
     vfrac = np.bincount(flat, weights=(g2 * vert_edge).ravel(), minlength=n) / e
-    hfrac = np.bincount(flat, weights=(g2 * horiz_edge).ravel(), minlength=n) / e
 
     rows = np.broadcast_to(np.arange(h, dtype=np.float64)[:, None], (h, w))
     row_mean = mean(rows)
-    row_min = ndi.minimum(rows, seg, index=np.arange(n))
     row_max = ndi.maximum(rows, seg, index=np.arange(n))
     top = np.bincount(seg[0], minlength=n).astype(np.float64)
     bottom = np.bincount(seg[-1], minlength=n).astype(np.float64)
 
-    # adjacency (shared boundary length) over 4-neighbours
+    # adjacency (shared boundary length) over 4-neighbours, and how sharp each boundary is
     a = np.concatenate([seg[:, :-1].ravel(), seg[:-1, :].ravel()])
     b = np.concatenate([seg[:, 1:].ravel(), seg[1:, :].ravel()])
+    lab64 = lab.astype(np.float64)
+    step = np.concatenate(
+        [
+            np.linalg.norm(lab64[:, 1:] - lab64[:, :-1], axis=-1).ravel(),
+            np.linalg.norm(lab64[1:] - lab64[:-1], axis=-1).ravel(),
+        ]
+    )
     m = a != b
-    adj = np.bincount(a[m] * n + b[m], minlength=n * n).reshape(n, n).astype(np.float64)
+    pair = a[m] * n + b[m]
+    adj = np.bincount(pair, minlength=n * n).reshape(n, n).astype(np.float64)
+    jump = np.bincount(pair, weights=step[m], minlength=n * n).reshape(n, n)
     adj = adj + adj.T
-    # affinity: boundary length x colour similarity
+    jump = (jump + jump.T) / np.maximum(adj, 1.0)  # mean colour step across the boundary
+    inner = np.bincount(a[~m], weights=step[~m], minlength=n) / np.maximum(
+        np.bincount(a[~m], minlength=n), 1.0
+    )  # mean colour step between neighbours inside a segment (its texture)
+    texture = 0.5 * (inner[:, None] + inner[None, :])
+    # affinity: alike on average, or joined by a boundary no sharper than their texture
+    # (soft shadows and shading gradients do not split a surface)
     d2 = ((mlab[:, None, :] - mlab[None, :, :]) ** 2).sum(-1)
-    aff = adj * np.exp(-d2 / (2.0 * 12.0**2))
+    soft = np.exp(-np.maximum(jump - 1.5 * texture - 1.0, 0.0) / 2.0)
+    aff = adj * np.maximum(np.exp(-d2 / (2.0 * 12.0**2)), soft)
     weights = aff / np.maximum(adj.sum(1, keepdims=True), 1e-9)
     chroma = np.hypot(mlab[:, 1], mlab[:, 2])
     return _Segments(
-        seg, n, area, mlab, chroma, grad, std, vfrac, hfrac, row_mean, np.asarray(row_min),
-        np.asarray(row_max), top, bottom, adj, weights,
+        seg, n, area, mlab, chroma, grad, vfrac, row_mean, np.asarray(row_max), top, bottom, adj,
+        weights, lab,
     )  # fmt: skip
 
 
@@ -261,45 +277,68 @@ def _sky_colour(S: _Segments) -> np.ndarray:
     return np.maximum(blue, neutral)
 
 
-def _unaries(S: _Segments, vh: float, f: float, h: int, indoor: bool) -> np.ndarray:
-    """[n, 4] log-potentials of GROUND, VERTICAL, SKY, CEILING per segment."""
-    t = (S.row_mean - vh) / f  # tangent of the angle below the horizon (centroid)
-    t_bot = (S.row_max - vh) / f
-    t_top = (S.row_min - vh) / f
+def _bottom_similarity(S: _Segments) -> np.ndarray:
+    """0..1 how much each segment looks like the *other* segments on the bottom border (which
+    are mostly ground in ordinary photos)."""
+    wts = S.bottom / max(S.bottom.sum(), 1.0)
+    dl = S.lab[:, None, :] - S.lab[None, :, :]
+    d2 = 0.4 * dl[..., 0] ** 2 + dl[..., 1] ** 2 + dl[..., 2] ** 2
+    dg = (S.grad[:, None] - S.grad[None, :]) / 2.0
+    sim = np.exp(-(d2 / (2.0 * 10.0**2) + 0.5 * dg**2))
+    np.fill_diagonal(sim, 0.0)
+    others = np.maximum(1.0 - wts, 1e-9)  # weight of the bottom border outside the segment
+    return np.clip(sim @ wts / others, 0.0, 1.0)
+
+
+def _unaries(S: _Segments, vh: float, bsim: np.ndarray, indoor: bool) -> np.ndarray:
+    """[n, 4] log-potentials of GROUND, VERTICAL, SKY, CEILING per segment.
+
+    ``vh`` is the prior horizon row: positions are soft cues, the horizon is fitted afterwards.
+    """
+    # position below the prior horizon in half image heights (image-relative like the photos'
+    # framing, not angular, so narrow and wide lenses behave alike)
+    h = float(S.seg.shape[0])
+    p = (S.row_mean - vh) / (0.5 * h)
+    p_bot = (S.row_max - vh) / (0.5 * h)
     smooth = np.exp(-S.grad / 1.0)
     skyc = _sky_colour(S)
-    blue = np.clip((-S.lab[:, 2] - 4.0) / 10.0, 0.0, 1.5)
-    at_top = S.top > 0
-    at_bottom = S.bottom > 0
+    blue = np.clip((-S.lab[:, 2] - 6.0) / 10.0, 0.0, 1.5)
+    at_top = (S.top > 0).astype(np.float64)
+    at_bottom = (S.bottom > 0).astype(np.float64)
+    # edge orientation only means something on textured segments; vertical edges (poles,
+    # corners, trunks, window frames) mark upright surfaces, horizontal ones are everywhere
+    vert_edges = S.vfrac * np.clip(S.grad / 3.0, 0.0, 1.0)
     U = np.zeros((S.n, N_CLASSES))
-    # ground: below the horizon, not blue, not dominated by vertical edges
+    # ground (relative to vertical): low in the view, looks like the bottom border, few vertical
+    # edges, not blue, not cluttered
     U[:, GROUND] = (
-        6.0 * np.clip(t / 0.12, -2.0, 1.0)
-        + 1.0 * at_bottom
-        - 1.5 * blue
-        - 3.0 * np.clip(S.vfrac - 0.35, 0.0, 1.0)
-        + 1.0 * np.clip(S.hfrac - 0.3, 0.0, 0.5)
-        - 0.5
+        2.0 * np.clip(p, -1.5, 1.0)
+        - 3.0 * (vert_edges - 0.1)
+        + 3.0 * (bsim - 0.25)
+        + 0.5 * at_bottom
+        - 3.0 * blue
+        - 0.3 * np.clip(S.grad - 3.0, 0.0, 5.0)
+        - 0.8
     )
-    # vertical: the default class; favoured by vertical edges and texture
-    U[:, VERTICAL] = 2.0 * S.vfrac + 0.15 * np.clip(S.grad, 0.0, 8.0) + 0.5
-    # sky: sky-coloured, smooth, above the horizon
+    U[:, VERTICAL] = 0.0
+    # sky: sky-coloured, smooth, high in the view
     U[:, SKY] = (
         3.0 * skyc
-        + 3.0 * smooth
+        + 2.5 * smooth
         - 3.0
-        - 12.0 * np.clip(t_bot + 0.02, 0.0, 1.0)
-        + 0.5 * at_top
         - 1.0 * np.clip(S.grad - 2.0, 0.0, 5.0)
+        - 1.5 * np.clip(p_bot, 0.0, 2.0)
+        + 0.5 * at_top
+        - 1.5 * vert_edges
     )
-    # ceiling (indoors): smooth, low chroma, well above the horizon
+    # ceiling (indoors): smooth, low chroma, high in the view
     U[:, CEILING] = (
         3.0 * smooth
         + 1.0 * np.clip((20.0 - S.chroma) / 15.0, 0.0, 1.0)
-        - 2.5
-        - 12.0 * np.clip(t_bot + 0.05, 0.0, 1.0)
+        - 3.0
+        - 4.0 * np.clip(p_bot / 0.3 + 0.5, 0.0, 2.0)
         + 1.0 * at_top
-        + 0.0 * t_top
+        - 1.5 * vert_edges
     )
     if indoor:
         U[:, SKY] = -np.inf
@@ -337,8 +376,11 @@ def _connected_to(S: _Segments, member: np.ndarray, seeds: np.ndarray) -> np.nda
     return out
 
 
-def _classify(S: _Segments, vh: float, f: float, h: int, indoor: bool, cfg) -> np.ndarray:
-    U = _unaries(S, vh, f, h, indoor)
+def _classify(
+    S: _Segments, vh: float, bsim: np.ndarray, indoor: bool, cfg: PopupConfig
+) -> np.ndarray:
+    """Class per segment: scores, mean-field smoothing, connectivity to the borders."""
+    U = _unaries(S, vh, bsim, indoor)
     Q = _mean_field(S, U, cfg.smoothness)
     lab = np.argmax(Q, axis=1)
     at_top = S.top > 0
@@ -348,6 +390,51 @@ def _classify(S: _Segments, vh: float, f: float, h: int, indoor: bool, cfg) -> n
         ok = _connected_to(S, member, seeds)
         lab[member & ~ok] = VERTICAL
     return lab
+
+
+def _refine_boundaries(labels: np.ndarray, lab: np.ndarray, nr_row: np.ndarray) -> np.ndarray:
+    """Pixel-accurate label boundaries: near a boundary, each pixel takes the label whose local
+    mean colour (7 x 7 window) it is closest to. Ground stays below the horizon, sky and ceiling
+    above it; sky and ceiling stay connected to the top border, ground to the bottom one."""
+    h, w = labels.shape
+    size = 7
+    classes = [k for k in range(N_CLASSES) if (labels == k).any()]
+    if len(classes) < 2:
+        return labels
+    lab = lab.astype(np.float64)
+    dist = np.full((N_CLASSES, h, w), np.inf)
+    below = (nr_row < -1e-3)[:, None]
+    above = (nr_row > 1e-3)[:, None]
+    for k in classes:
+        m = (labels == k).astype(np.float64)
+        cnt = ndi.uniform_filter(m, size, mode="nearest")
+        ok = cnt > 0.1
+        mean = (
+            np.stack(
+                [ndi.uniform_filter(lab[..., c] * m, size, mode="nearest") for c in range(3)], -1
+            )
+            / np.maximum(cnt, 1e-9)[..., None]
+        )
+        d = np.sqrt(((lab - mean) ** 2).sum(-1))
+        allowed = ok.copy()
+        if k == GROUND:
+            allowed &= below
+        elif k in (SKY, CEILING):
+            allowed &= above
+        dist[k] = np.where(allowed, d, np.inf)
+    own = np.take_along_axis(dist, labels[None].astype(np.int64), 0)[0]
+    best = np.argmin(dist, 0)
+    better = np.take_along_axis(dist, best[None], 0)[0] < own - 3.0
+    out = np.where(better, best, labels).astype(np.uint8)
+    # connectivity to the borders
+    for k, row in ((SKY, 0), (CEILING, 0), (GROUND, h - 1)):
+        m = out == k
+        if not m.any():
+            continue
+        cc, _ = ndi.label(m)
+        keep = np.unique(cc[row][cc[row] > 0])
+        out[m & ~np.isin(cc, keep)] = VERTICAL
+    return out
 
 
 # ----------------------------------------------------------------------------- horizon
@@ -388,122 +475,186 @@ def _horizon(
 # ----------------------------------------------------------------------------- vertical depth
 
 
-def _vertical_groups(S: _Segments, seg_lab: np.ndarray) -> np.ndarray:
-    """Group id per segment for vertical segments (-1 otherwise): similar-coloured vertical
-    neighbours share a group, so each group is one folded billboard."""
-    from scipy.sparse import csr_matrix
-    from scipy.sparse.csgraph import connected_components
+def _plane_hdist(y: np.ndarray, pitch: float, height: float, far: float) -> np.ndarray:
+    """Horizontal distance of the point of a horizontal plane seen at normalised row ``y``.
 
-    vert = seg_lab == VERTICAL
-    d2 = ((S.lab[:, None, :] - S.lab[None, :, :]) ** 2).sum(-1)
-    link = (S.adj > 0) & (d2 < 14.0**2) & vert[:, None] & vert[None, :]
-    _, comp = connected_components(csr_matrix(link), directed=False)
-    return np.where(vert, comp, -1)
-
-
-def _vertical_distance(
-    lab_px: np.ndarray,
-    group_px: np.ndarray,
-    K: Intrinsics,
-    n: np.ndarray,
-    pitch: float,
-    cfg: PopupConfig,
-    hc: float,
-    far: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per group and column, the horizontal distance of the billboard (working resolution).
-
-    Returns (table [G, w] float64, group ids [G]).
+    ``height`` > 0: a ground plane that far below the camera; < 0: a ceiling that far above.
+    Rays that miss the plane (or hit it beyond ``far`` z-depth) give the distance at ``far``.
     """
+    n = up_vector(pitch)
+    nr = n[1] * y + n[2]
+    mr = _forward_dot(pitch, y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(-nr * np.sign(height) > 1e-9, abs(height) / np.abs(nr), np.inf)
+    return np.minimum(z, far) * mr
+
+
+def _vertical_log_distance(
+    lab_px: np.ndarray, S: _Segments, Ks: Intrinsics, pitch: float, cfg: PopupConfig, far: float
+) -> np.ndarray:
+    """[h, w] log horizontal distance of vertical pixels (NaN elsewhere), working resolution.
+
+    Every vertical superpixel is a fronto-parallel facet at one horizontal distance. Facets that
+    sit on the ground (or, indoors, touch the ceiling) take the distance of that contact; facets
+    are tied to their neighbours, strongly to what is just below them (things stand on what
+    supports them) and more strongly the more alike they look; what lies above another facet is
+    kept from coming in front of it. A sparse least-squares solve in log distance.
+    """
+    from scipy.sparse import coo_matrix, diags
+    from scipy.sparse.linalg import spsolve
+
     h, w = lab_px.shape
-    gids = np.unique(group_px[group_px >= 0])
-    G = gids.size
-    if G == 0:
-        return np.zeros((0, w)), gids
-    gindex = np.full(int(group_px.max()) + 1, -1)
-    gindex[gids] = np.arange(G)
-    gp = np.where(group_px >= 0, gindex[np.maximum(group_px, 0)], -1)
-    cols = np.arange(w)
-    x_col = (cols - K.cx) / K.fx
-    sp, cp = math.sin(pitch), math.cos(pitch)
+    seg = S.seg
+    vert = lab_px == VERTICAL
+    out = np.full((h, w), np.nan)
+    if not vert.any():
+        return out
+    n = S.n
+    yb = (np.arange(h) + 0.5 - Ks.cy) / Ks.fy  # boundary below each row
+    log_g = np.log(np.maximum(_plane_hdist(yb, pitch, cfg.camera_height, far), 1e-3))
+    hc = _ceiling_above_camera(cfg)
+    log_c = np.log(np.maximum(_plane_hdist(yb, pitch, -hc, far), 1e-3))
+    y_bot = (h - 0.5 - Ks.cy) / Ks.fy
+    d_bot = float(_plane_hdist(np.array(y_bot), pitch, cfg.camera_height, far))
+    if d_bot >= far * 0.99:  # the bottom edge looks above the horizon: use a near default
+        d_bot = min(cfg.indoor_far_floor, far)
 
-    def hdist_ground(row: np.ndarray, c: np.ndarray) -> np.ndarray:
-        y = (row - K.cy) / K.fy
-        z = _ground_z(n, cfg.camera_height, y, x_col[c])
-        z = np.minimum(z, far)
-        return z * (sp * y + cp)  # m . P with P = z r
+    data_w = np.zeros(n)
+    data_t = np.zeros(n)
 
-    def hdist_ceiling(row: np.ndarray, c: np.ndarray) -> np.ndarray:
-        y = (row - K.cy) / K.fy
-        z = np.minimum(_ceiling_z(n, hc, y, x_col[c]), far)
-        return z * (sp * y + cp)
+    def add(ids: np.ndarray, values: np.ndarray, wt: float) -> None:
+        np.add.at(data_w, ids, wt)
+        np.add.at(data_t, ids, wt * values)
 
-    # fallback: the nearest possible contact, the ground seen at the bottom edge of the image
-    y_bot = (h - 0.5 - K.cy) / K.fy
-    z_bot = float(_ground_z(n, cfg.camera_height, np.array(y_bot))[()])
-    if not math.isfinite(z_bot):  # the bottom edge looks above the horizon
-        z_bot = cfg.indoor_far_floor
-    d_bottom = min(z_bot, far) * (sp * y_bot + cp)
+    # ground contacts: a vertical pixel right above a ground pixel
+    # (one on the side of a surface that reaches lower right next to it is not a contact)
+    contact = vert[:-1] & (lab_px[1:] == GROUND)
+    side = _reaches_lower_nearby(vert, k=3)[:-1]
+    r_g, c = np.nonzero(contact & ~side)
+    add(seg[r_g, c], log_g[r_g], 4.0)
+    r_s, c_s = np.nonzero(contact & side)
+    add(seg[r_s, c_s], log_g[r_s], 0.2)
+    # the bottom border: the nearest place the surface can stand
+    c = np.flatnonzero(vert[-1])
+    add(seg[-1, c], np.full(c.size, math.log(d_bot)), 1.0)
+    # ceiling contacts: a vertical pixel right below a ceiling pixel
+    r, c = np.nonzero(vert[1:] & (lab_px[:-1] == CEILING))
+    add(seg[r + 1, c], log_c[r], 2.0)
 
-    # the lowest / highest pixels of each group run in each column, and what lies beyond them
-    below = np.vstack([lab_px[1:], np.full((1, w), 255, lab_px.dtype)])
-    above = np.vstack([np.full((1, w), 255, lab_px.dtype), lab_px[:-1]])
-    gbelow = np.vstack([gp[1:], np.full((1, w), -2)])
-    gabove = np.vstack([np.full((1, w), -2), gp[:-1]])
-    rr, cc = np.nonzero((gp >= 0) & (gbelow != gp))
-    gg = gp[rr, cc]
-    t_ground = np.full((G, w), np.inf)  # nearest ground contact
-    m = below[rr, cc] == GROUND
-    np.minimum.at(t_ground, (gg[m], cc[m]), hdist_ground(rr[m] + 0.5, cc[m]))
-    t_bottom = np.full((G, w), np.inf)  # reaches the bottom border: the nearest possible
-    m = rr == h - 1
-    t_bottom[gg[m], cc[m]] = d_bottom
-    t_ceil = np.full((G, w), np.inf)  # indoors: meets the ceiling at its top
-    rr2, cc2 = np.nonzero((gp >= 0) & (gabove != gp))
-    m = above[rr2, cc2] == CEILING
-    np.minimum.at(t_ceil, (gp[rr2[m], cc2[m]], cc2[m]), hdist_ceiling(rr2[m] - 0.5, cc2[m]))
-    table = np.where(
-        np.isfinite(t_ground), t_ground, np.where(np.isfinite(t_ceil), t_ceil, t_bottom)
-    )
-    table[~np.isfinite(table)] = np.nan
+    # pairwise ties between vertical facets
+    dl = S.lab[:, None, :] - S.lab[None, :, :]
+    sim = np.exp(-(0.5 * dl[..., 0] ** 2 + dl[..., 1] ** 2 + dl[..., 2] ** 2) / (2.0 * 10.0**2))
+    up = seg[:-1]
+    dn = seg[1:]
+    mv = vert[:-1] & vert[1:] & (up != dn)
+    vi, vj = up[mv], dn[mv]  # vi is above vj
+    pv = np.bincount(vi * n + vj, minlength=n * n).reshape(n, n).astype(np.float64)
+    lf = seg[:, :-1]
+    rt = seg[:, 1:]
+    mh = vert[:, :-1] & vert[:, 1:] & (lf != rt)
+    ph = np.bincount(lf[mh] * n + rt[mh], minlength=n * n).reshape(n, n).astype(np.float64)
+    ph = ph + ph.T
+    # directed ties: a facet follows what supports it from below (strongly, more so when alike)
+    # and its look-alike side neighbours (weakly); it is not pulled by what stands on it
+    W = pv * (2.0 + sim) + ph * (0.02 + 0.3 * sim)
 
-    # groups without a contact stand on what they occlude: process bottom-up
-    present = np.zeros((G, w), dtype=bool)
-    present[gp[gp >= 0], np.nonzero(gp >= 0)[1]] = True
-    lowest = np.where(gp >= 0, np.arange(h)[:, None], -1)
-    g_low = np.full(G, -1)
-    np.maximum.at(g_low, gp[gp >= 0], lowest[gp >= 0])
-    order = np.argsort(-g_low, kind="stable")
-    resolved = np.zeros(G, dtype=bool)
-    for gi in order:
-        known = np.isfinite(table[gi]) & present[gi]
-        if not known.any():
-            # what is below this group's lowest pixels: another (already resolved) group
-            mm = (gg == gi) & (gbelow[rr, cc] >= 0)
-            other = gbelow[rr[mm], cc[mm]]
-            oc = cc[mm]
-            vals = []
-            for o, c in zip(other, oc, strict=True):
-                if resolved[o] and np.isfinite(table[o, c]):
-                    vals.append(table[o, c])
-            if vals:
-                table[gi, present[gi]] = float(np.median(vals)) * 1.15
-            else:
-                table[gi, present[gi]] = d_bottom
-            known = present[gi]
-        # fill the group's other columns from its known columns; robust along columns
-        kc = np.flatnonzero(known)
-        row = np.interp(cols, kc, table[gi, kc])
-        span = present[gi]
-        if span.sum() >= 5:
-            sm = np.exp(ndi.median_filter(np.log(np.maximum(row, 1e-3)), size=5, mode="nearest"))
-            row = np.where(span, sm, row)
-        table[gi] = row
-        resolved[gi] = True
-    return table, gids
+    active = np.bincount(seg[vert], minlength=n) > 0
+    idx = np.flatnonzero(active)
+    Wa = W[np.ix_(idx, idx)]
+    dw = data_w[idx]
+    # a faint prior for facets with no evidence at all: the far end of what stands on the ground
+    x0 = float(np.percentile(log_g[r_g], 90)) if r_g.size else math.log(d_bot)
+    prior = 1e-4 * S.area[idx]
+    tgt = np.where(dw > 0, data_t[idx] / np.maximum(dw, 1e-12), 0.0)
+    A = (diags(Wa.sum(1) + dw + prior) - coo_matrix(Wa)).tocsc()
+    x = spsolve(A, dw * tgt + prior * x0)
+    # what stands above another facet across a colour edge may not come in front of it, when
+    # that facet is itself firmly on the ground (three contact pixels or more)
+    ab = pv[np.ix_(idx, idx)]
+    occl = (ab > 0) & (sim[np.ix_(idx, idx)] < 0.3) & (dw >= 12.0)[None, :]
+    extra = np.zeros_like(Wa)
+    for _ in range(3):
+        viol = occl & (x[:, None] < x[None, :] - 0.01)
+        if not viol.any():
+            break
+        extra = extra + np.where(viol, 10.0 * ab, 0.0)
+        Wt = Wa + extra
+        A = (diags(Wt.sum(1) + dw + prior) - coo_matrix(Wt)).tocsc()
+        x = spsolve(A, dw * tgt + prior * x0)
+    val = np.zeros(n)
+    val[idx] = x
+    out[vert] = val[seg[vert]]
+    return _smooth_log_distance(out, vert)
+
+
+def _reaches_lower_nearby(mask: np.ndarray, k: int) -> np.ndarray:
+    """True where ``mask`` has pixels 2..2k+1 rows lower within k columns: a boundary there is
+    steep (the side of a surface), not where it meets the ground."""
+    h, w = mask.shape
+    lower = np.zeros_like(mask)
+    for dr in range(2, 2 * k + 2):
+        lower[: h - dr] |= mask[dr:]
+    return ndi.maximum_filter(lower.astype(np.uint8), size=(1, 2 * k + 1)).astype(bool)
+
+
+def _smooth_log_distance(logd: np.ndarray, mask: np.ndarray, radius: int = 3) -> np.ndarray:
+    """Edge-aware smoothing of the facet mosaic: a bilateral filter on log distance inside the
+    mask; steps of more than ~15% stay sharp (occlusion boundaries)."""
+    h, w = logd.shape
+    v = np.where(mask, logd, 0.0)
+    pad = radius
+    vp = np.pad(v, pad, mode="edge")
+    mp = np.pad(mask, pad, mode="constant")
+    num = np.zeros((h, w))
+    den = np.zeros((h, w))
+    sig_s2 = 2.0 * (radius / 1.5) ** 2
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            ws = math.exp(-(dx * dx + dy * dy) / sig_s2)
+            vv = vp[pad + dy : pad + dy + h, pad + dx : pad + dx + w]
+            mm = mp[pad + dy : pad + dy + h, pad + dx : pad + dx + w]
+            wr = ws * mm * np.exp(-((vv - v) ** 2) / (2.0 * 0.07**2))
+            num += wr * vv
+            den += wr
+    out = np.where(mask & (den > 0), num / np.maximum(den, 1e-12), np.nan)
+    return out
 
 
 # ----------------------------------------------------------------------------- main entry
+
+
+def _upsample_masked(values: np.ndarray, mask: np.ndarray, H: int, W: int) -> np.ndarray:
+    """Bilinear upsampling of ``values`` that only mixes pixels inside ``mask`` (no bleeding
+    across labels); pixels whose neighbourhood is empty fall back to nearest."""
+    from skimage.transform import resize
+
+    h, w = values.shape
+    v = np.where(mask, values, 0.0)
+    num = resize(v, (H, W), order=1, mode="edge", anti_aliasing=False)
+    den = resize(mask.astype(np.float64), (H, W), order=1, mode="edge", anti_aliasing=False)
+    ri = np.minimum(((np.arange(H) + 0.5) * h / H).astype(np.int64), h - 1)
+    ci = np.minimum(((np.arange(W) + 0.5) * w / W).astype(np.int64), w - 1)
+    near = v[ri][:, ci]
+    return np.where(den > 1e-3, num / np.maximum(den, 1e-3), near)
+
+
+def _sky_is_convincing(S: _Segments, sky: np.ndarray, area: float, top: float) -> bool:
+    """Whether the sky-labelled segments are really sky (else the photo is taken indoors).
+
+    Blue sky needs a little of the top border; a grey or white one (overcast, or a white
+    ceiling, wall or backdrop) must span much of the top border and be the brightest thing in
+    the photo.
+    """
+    if not sky.any() or area < 0.02 or top < 0.1:
+        return False
+    wts = S.area[sky]
+    blue = float(np.average(np.clip((-S.lab[sky, 2] - 4.0) / 10.0, 0.0, 1.0), weights=wts))
+    if blue >= 0.4:
+        return True
+    L_sky = float(np.average(S.lab[sky, 0], weights=wts))
+    rest = ~sky
+    L_rest = float(np.percentile(S.lab[rest, 0], 90)) if rest.any() else 0.0
+    return top >= 0.35 and L_sky >= max(80.0, L_rest)
 
 
 def _check_image(image: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
@@ -511,6 +662,8 @@ def _check_image(image: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
         raise InputError(f"image must be a numpy array, got {type(image).__name__}")
     if image.ndim != 3 or image.shape[2] != 3:
         raise InputError(f"image must be [H, W, 3], got shape {tuple(image.shape)}")
+    if not np.issubdtype(image.dtype, np.floating):
+        raise InputError(f"image must be float sRGB in [0, 1], got dtype {image.dtype}")
     H, W = image.shape[:2]
     if H < 8 or W < 8:
         raise InputError(f"image too small for the popup depth backend: {W}x{H}")
@@ -546,20 +699,18 @@ def popup_depth(
     S = _segment(small.astype(np.float32), cfg)
 
     # outdoor pass (sky allowed); fall back to indoor (ceiling) if no convincing sky
+    bsim = _bottom_similarity(S)
+
     def run(indoor: bool) -> tuple[np.ndarray, float, str]:
-        vh, src = Ks.cy, "default"
-        for _ in range(3):
-            seg_lab = _classify(S, vh, f, h, indoor, cfg)
-            vh, src = _horizon(seg_lab[S.seg], f, Ks.cy, cfg, indoor, pitch_lim)
-        seg_lab = _classify(S, vh, f, h, indoor, cfg)
+        seg_lab = _classify(S, Ks.cy, bsim, indoor, cfg)
+        vh, src = _horizon(seg_lab[S.seg], f, Ks.cy, cfg, indoor, pitch_lim)
         return seg_lab, vh, src
 
     seg_lab, vh, src = run(indoor=False)
     sky = seg_lab == SKY
     sky_area = S.area[sky].sum() / (h * w)
     sky_top = S.top[sky].sum() / w
-    sky_blue = float(np.average(_sky_colour(S)[sky], weights=S.area[sky])) if sky.any() else 0.0
-    indoor = not (sky_area >= 0.02 and (sky_top >= 0.35 or (sky_blue >= 0.5 and sky_top >= 0.1)))
+    indoor = not _sky_is_convincing(S, sky, sky_area, sky_top)
     if indoor:
         seg_lab, vh, src = run(indoor=True)
         ceil = seg_lab == CEILING
@@ -568,7 +719,7 @@ def popup_depth(
 
     pitch = math.atan2(vh - Ks.cy, f)
     n = up_vector(pitch)
-    hc = cfg.ceiling_height - cfg.camera_height
+    hc = _ceiling_above_camera(cfg)
     far = cfg.indoor_max_depth if indoor else cfg.max_depth
     lab_small = seg_lab[S.seg].astype(np.uint8)
 
@@ -577,19 +728,14 @@ def popup_depth(
     nr_row = n[1] * y_small + n[2]  # roll-free: n.r does not depend on x
     lab_small[(lab_small == GROUND) & (nr_row[:, None] > -1e-3)] = VERTICAL
     lab_small[(lab_small == CEILING) & (nr_row[:, None] < 1e-3)] = VERTICAL
+    lab_small = _refine_boundaries(lab_small, S.image_lab, nr_row)
 
-    groups = _vertical_groups(S, seg_lab)
-    group_small = np.where(lab_small == VERTICAL, groups[S.seg], -1)
-    # pixels turned vertical above need a group: give them their segment's own id offset
-    orphan = (lab_small == VERTICAL) & (group_small < 0)
-    group_small[orphan] = S.n + S.seg[orphan]
-    table, gids = _vertical_distance(lab_small, group_small, Ks, n, pitch, cfg, hc, far)
+    logd_small = _vertical_log_distance(lab_small, S, Ks, pitch, cfg, far)
 
     # ------------------------------------------------------------ full resolution
     ri = np.minimum(((np.arange(H) + 0.5) * h / H).astype(np.int64), h - 1)
     ci = np.minimum(((np.arange(W) + 0.5) * w / W).astype(np.int64), w - 1)
     labels = lab_small[ri][:, ci]
-    gfull = group_small[ri][:, ci]
     x = (np.arange(W, dtype=np.float64) - intrinsics.cx) / intrinsics.fx
     y = (np.arange(H, dtype=np.float64) - intrinsics.cy) / intrinsics.fy
     X, Y = np.meshgrid(x, y)
@@ -603,18 +749,12 @@ def popup_depth(
     depth[sk] = cfg.sky_distance / np.sqrt(X[sk] ** 2 + Y[sk] ** 2 + 1.0)
     v = labels == VERTICAL
     if v.any():
-        gmap = np.full(int(gfull.max()) + 1, 0)
-        gmap[gids] = np.arange(gids.size)
-        # linear interpolation of each group's per-column distance at full-res columns
-        xs = np.clip((np.arange(W) + 0.5) * w / W - 0.5, 0, w - 1)
-        i0 = np.floor(xs).astype(np.int64)
-        i1 = np.minimum(i0 + 1, w - 1)
-        a = xs - i0
-        tab = np.log(np.maximum(table, 1e-6))
-        gi = gmap[gfull[v]]
-        cols = np.broadcast_to(np.arange(W), (H, W))[v]
-        dist = np.exp(tab[gi, i0[cols]] * (1 - a[cols]) + tab[gi, i1[cols]] * a[cols])
-        depth[v] = dist / _forward_dot(pitch, Y[v])
+        depth[v] = np.exp(_upsample_masked(logd_small, lab_small == VERTICAL, H, W)[v])
+        depth[v] /= _forward_dot(pitch, Y[v])
+        # nothing stands under the floor (or above an indoor ceiling) along its ray
+        depth[v] = np.minimum(depth[v], _ground_z(n, cfg.camera_height, Y[v], X[v]))
+        if indoor:
+            depth[v] = np.minimum(depth[v], _ceiling_z(n, hc, Y[v], X[v]))
     solid = ~sk
     depth[solid] = np.clip(np.nan_to_num(depth[solid], nan=far, posinf=far), cfg.min_depth, far)
     depth = depth.astype(np.float32)
