@@ -657,6 +657,17 @@ def _sky_is_convincing(S: _Segments, sky: np.ndarray, area: float, top: float) -
     return top >= 0.35 and L_sky >= max(80.0, L_rest)
 
 
+def _downscale(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Area-averaging downscale of an [H, W, 3] float image (exact box filter, fast)."""
+    from PIL import Image
+
+    chans = [
+        np.asarray(Image.fromarray(np.ascontiguousarray(img[..., c])).resize((w, h), Image.BOX))
+        for c in range(3)
+    ]
+    return np.stack(chans, -1).astype(np.float32)
+
+
 def _check_image(image: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
     if not isinstance(image, np.ndarray):
         raise InputError(f"image must be a numpy array, got {type(image).__name__}")
@@ -684,15 +695,13 @@ def popup_depth(
 
     image: [H, W, 3] float32 sRGB in [0, 1]; intrinsics at the image's resolution.
     """
-    from skimage.transform import resize
-
     cfg = config or PopupConfig()
     cfg.validate()
     img = _check_image(image, intrinsics)
     H, W = img.shape[:2]
     s = min(1.0, cfg.work_size / max(H, W))
     h, w = max(8, round(H * s)), max(8, round(W * s))
-    small = img if (h, w) == (H, W) else resize(img, (h, w), anti_aliasing=True, order=1)
+    small = img if (h, w) == (H, W) else _downscale(img, h, w)
     Ks = intrinsics.scaled_to(w, h)
     f = Ks.fy
     pitch_lim = math.radians(cfg.max_pitch_deg)
@@ -733,31 +742,34 @@ def popup_depth(
     logd_small = _vertical_log_distance(lab_small, S, Ks, pitch, cfg, far)
 
     # ------------------------------------------------------------ full resolution
+    # (no roll: plane depths depend on the row only)
     ri = np.minimum(((np.arange(H) + 0.5) * h / H).astype(np.int64), h - 1)
     ci = np.minimum(((np.arange(W) + 0.5) * w / W).astype(np.int64), w - 1)
     labels = lab_small[ri][:, ci]
     x = (np.arange(W, dtype=np.float64) - intrinsics.cx) / intrinsics.fx
     y = (np.arange(H, dtype=np.float64) - intrinsics.cy) / intrinsics.fy
-    X, Y = np.meshgrid(x, y)
-    depth = np.empty((H, W), dtype=np.float64)
-
-    g = labels == GROUND
-    depth[g] = _ground_z(n, cfg.camera_height, Y[g], X[g])
-    c = labels == CEILING
-    depth[c] = _ceiling_z(n, hc, Y[c], X[c])
+    z_ground = np.minimum(_ground_z(n, cfg.camera_height, y), far)[:, None]  # [H, 1]
+    z_ceiling = np.minimum(_ceiling_z(n, hc, y), far)[:, None]
+    depth = np.where(labels == GROUND, z_ground, 0.0)
+    if indoor:
+        depth = np.where(labels == CEILING, z_ceiling, depth)
     sk = labels == SKY
-    depth[sk] = cfg.sky_distance / np.sqrt(X[sk] ** 2 + Y[sk] ** 2 + 1.0)
+    if sk.any():
+        ray_len = np.sqrt(x[None, :] ** 2 + y[:, None] ** 2 + 1.0)
+        depth = np.where(sk, cfg.sky_distance / ray_len, depth)
     v = labels == VERTICAL
     if v.any():
-        depth[v] = np.exp(_upsample_masked(logd_small, lab_small == VERTICAL, H, W)[v])
-        depth[v] /= _forward_dot(pitch, Y[v])
+        zv = np.exp(_upsample_masked(logd_small, lab_small == VERTICAL, H, W))
+        zv = zv / _forward_dot(pitch, y)[:, None]
         # nothing stands under the floor (or above an indoor ceiling) along its ray
-        depth[v] = np.minimum(depth[v], _ground_z(n, cfg.camera_height, Y[v], X[v]))
+        zv = np.minimum(zv, z_ground)
         if indoor:
-            depth[v] = np.minimum(depth[v], _ceiling_z(n, hc, Y[v], X[v]))
+            zv = np.minimum(zv, z_ceiling)
+        depth = np.where(v, zv, depth)
     solid = ~sk
-    depth[solid] = np.clip(np.nan_to_num(depth[solid], nan=far, posinf=far), cfg.min_depth, far)
-    depth = depth.astype(np.float32)
+    depth = np.where(
+        solid, np.clip(np.nan_to_num(depth, nan=far, posinf=far), cfg.min_depth, far), depth
+    ).astype(np.float32)
 
     info = {
         "backend": "popup",
