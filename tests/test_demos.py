@@ -56,3 +56,22 @@ def test_outdoor_demo_has_ground_and_sky(worlds):
     )
     assert bottom < middle
     assert 1.0 < bottom < 10.0
+
+
+def test_demo_collision_meshes_are_valid_gltf_with_walls(worlds):
+    import trimesh
+
+    from tests.test_formats import validate_gltf
+
+    for name in ("mountain_path.jpg", "living_room.jpg"):
+        path = worlds[name] / "collision.glb"
+        report = validate_gltf(path)
+        assert report["issues"]["numErrors"] == 0, (name, report["issues"]["messages"][:5])
+        scene = trimesh.load(path, force="scene")
+        names = set(scene.graph.nodes_geometry)
+        assert {"ground", "boundary", "walls"} <= names, (name, names)
+        walls = scene.geometry[scene.graph["walls"][1]]
+        assert len(walls.faces) >= 20
+        # walls stand on the ground: their lowest points are near the ground plane
+        m = json.loads((worlds[name] / "world.json").read_text())
+        assert walls.bounds[0][1] < -m["ground"]["camera_height"] + 1.0

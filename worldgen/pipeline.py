@@ -31,6 +31,8 @@ from .ground import GroundFit, fit_ground
 from .image import load_image, resize, save_png, working_size
 from .lift import lift, solve_colours
 from .progress import Reporter
+from .raster import rasterize
+from .raster import resolve_backend as resolve_raster_backend
 from .splats import Splats, ply_bytes
 from .world import atomic_dir, check_output, validate_manifest
 
@@ -215,8 +217,6 @@ def build(
         collision_glb = coll.glb_bytes()
 
     with rep.stage("preview"):
-        from .raster import rasterize
-
         preview = rasterize(splats, Camera(intr, Pose.identity()), W, H).rgb.numpy()
 
     with rep.stage("write"):
@@ -242,7 +242,11 @@ def build(
             (ldir / "intrinsics.json").write_text(json.dumps(intr.to_dict(), indent=2))
             manifest["timings"] = dict(rep.timings)  # everything up to the final write
             (tmp / "world.json").write_text(json.dumps(manifest, indent=2))
-    backends = {"depth": backend.name, "raster": "torch", "intrinsics": choice.source}
+    backends = {
+        "depth": backend.name,
+        "raster": resolve_raster_backend("auto").name,
+        "intrinsics": choice.source,
+    }
     return BuildResult(out, len(splats), dict(rep.timings), backends, list(rep.notes), hits)
 
 
