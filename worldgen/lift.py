@@ -194,25 +194,41 @@ def lift(
     Ju = (c / nr**2)[:, None] * (r_u[None] * nr[:, None] - ray * (n @ r_u)[:, None])
     Jv = (c / nr**2)[:, None] * (r_v[None] * nr[:, None] - ray * (n @ r_v)[:, None])
     sigma_px = config.footprint_scale * s
-    cov = sigma_px**2 * (Ju[:, :, None] * Ju[:, None, :] + Jv[:, :, None] * Jv[:, None, :])
+    opac = None if a is None else a[valid]
+    return make_discs(X, Ju * sigma_px, Jv * sigma_px, rgb[valid], opac, config.thickness, layer_id)
+
+
+def make_discs(
+    X: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    rgb: np.ndarray,
+    opacity: np.ndarray | None,
+    thickness: float,
+    layer_id: int,
+) -> Splats:
+    """Flat Gaussians with covariance ``a a^T + b b^T`` (plus ``thickness`` along the normal).
+
+    X: [N, 3] centres; a, b: [N, 3] in-plane standard-deviation vectors; rgb: [N, 3];
+    opacity: [N] in (0, 1] or None (opaque).
+    """
+    cov = a[:, :, None] * a[:, None, :] + b[:, :, None] * b[:, None, :]
     evals, evecs = np.linalg.eigh(cov)  # ascending; evecs[:, :, 0] ~ the normal
     lam_in = np.maximum(evals[:, 1:], 1e-18)
-    lam_n = lam_in[:, 0] * config.thickness**2
+    lam_n = lam_in[:, 0] * thickness**2
     scales = np.sqrt(np.concatenate([lam_n[:, None], lam_in], axis=1))
     R = evecs.copy()
     det = np.linalg.det(R)
     R[det < 0, :, 0] *= -1
     quats = rotmat_to_quat(R)
-
-    n_spl = len(zz)
-    opac = np.full(n_spl, OPACITY) if a is None else np.clip(a[valid], 1e-4, OPACITY)
-    colours = rgb[valid].astype(np.float32)
+    n_spl = len(X)
+    opac = np.full(n_spl, OPACITY) if opacity is None else np.clip(opacity, 1e-4, OPACITY)
     return Splats(
         means=torch.from_numpy(X.astype(np.float32)),
         quats=torch.from_numpy(quats.astype(np.float32)),
         log_scales=torch.from_numpy(np.log(scales).astype(np.float32)),
         logit_opacities=torch.from_numpy(np.log(opac / (1 - opac)).astype(np.float32)),
-        sh=rgb_to_sh0(torch.from_numpy(colours))[:, None, :].contiguous(),
+        sh=rgb_to_sh0(torch.from_numpy(rgb.astype(np.float32)))[:, None, :].contiguous(),
         layers=torch.full((n_spl,), layer_id, dtype=torch.uint8),
     )
 
