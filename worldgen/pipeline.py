@@ -22,7 +22,7 @@ import torch
 from . import __version__
 from .cache import StageCache, stage_key
 from .camera import Camera, Intrinsics, Pose, resolve_intrinsics, world_from_camera
-from .collision import build_collision
+from .collision import CollisionSurface, build_collision
 from .config import BuildConfig
 from .depth import resolve_backend
 from .depth.base import DepthEstimate
@@ -211,8 +211,9 @@ def build(
             cache.put("lift", lkey, _splats_to_arrays(splats), {})
 
     with rep.stage("collision"):
+        surface = CollisionSurface(depth, est.labels, config.collision.min_wall_height)
         coll = build_collision(
-            depth, est.labels, intr, ground, M, config.collision, max_distance=dcfg.max_depth
+            [surface], intr, ground, M, config.collision, max_distance=dcfg.max_depth
         )
         collision_glb = coll.glb_bytes()
 
