@@ -9,7 +9,6 @@ from PIL import Image
 
 from tests.conftest import DEMOS, tool
 from tests.scenes import psnr
-from worldgen.depth.base import SKY
 from worldgen.pipeline import build
 from worldgen.world import load_world
 
@@ -27,13 +26,23 @@ def test_demo_world_is_complete_and_reproduces_the_photo(worlds, name):
     w = load_world(worlds[name])
     m = w.manifest
     assert m["splats"]["count"] == len(w.splats) > 50_000
-    src = w.layers[0].rgb
+    src = w.source_rgb
     assert max(src.shape[:2]) <= 768
     preview = np.asarray(Image.open(w.path / "preview.png"), np.float32) / 255.0
     p = psnr(preview, src)
     assert p >= 28.0, f"{name}: PSNR {p:.2f} dB"
-    depth = w.layers[0].depth
-    assert np.isfinite(depth).all() and (depth > 0).all()
+    for layer in w.layers:  # every splat-bearing pixel has a positive depth
+        d, a = layer.depth, layer.alpha
+        assert np.all(np.isfinite(d[a > 0])) and np.all(d[np.isfinite(d)] > 0), layer.name
+    # the photo is covered: every pixel belongs to some perspective layer
+    cover = np.zeros(src.shape[:2], bool)
+    for layer in w.layers:
+        if layer.projection == "perspective":
+            li = layer.intrinsics
+            oy, ox = int(round(li.cy - w.intrinsics.cy)), int(round(li.cx - w.intrinsics.cx))
+            a = layer.alpha[oy : oy + src.shape[0], ox : ox + src.shape[1]]
+            cover |= a > 0.5
+    assert cover.all()
     r = subprocess.run(
         [tool("splat-transform"), str(w.path / "splats.ply"), "null", "--info", "json"],
         capture_output=True,
@@ -45,15 +54,28 @@ def test_demo_world_is_complete_and_reproduces_the_photo(worlds, name):
 
 def test_outdoor_demo_has_ground_and_sky(worlds):
     w = load_world(worlds["mountain_path.jpg"])
-    labels = np.asarray(Image.open(w.layers[0].path / "labels.png"))
-    assert (labels == SKY).mean() > 0.1
-    depth = w.layers[0].depth
-    H = depth.shape[0]
-    # a walkable layout: depth grows from the bottom of the frame toward the horizon
-    bottom = np.median(depth[int(0.95 * H) :])
-    middle = np.median(
-        depth[int(0.55 * H) : int(0.65 * H)][labels[int(0.55 * H) : int(0.65 * H)] != SKY]
-    )
+    names = [layer.name for layer in w.layers]
+    assert {"sky", "background", "sky-dome", "surroundings"} <= set(names), names
+    H, W = w.source_rgb.shape[:2]
+
+    def crop(layer, a):  # a perspective layer's array over the photo's frame
+        oy = int(round(layer.intrinsics.cy - w.intrinsics.cy))
+        ox = int(round(layer.intrinsics.cx - w.intrinsics.cx))
+        return a[oy : oy + H, ox : ox + W]
+
+    sky = w.layers[names.index("sky")]
+    assert (crop(sky, sky.alpha) > 0.5).mean() > 0.1
+    # a walkable layout: the nearest visible surface gets farther from the bottom of the frame
+    # toward the horizon
+    z = np.full((H, W), np.inf)
+    for layer in w.layers:
+        if layer.projection == "perspective":
+            d = crop(layer, layer.depth)
+            vis = crop(layer, layer.alpha) > 0.5
+            z = np.where(vis & (d < z), d, z)
+    assert np.isfinite(z).all()
+    bottom = np.median(z[int(0.95 * H) :])
+    middle = np.median(z[int(0.55 * H) : int(0.65 * H)])
     assert bottom < middle
     assert 1.0 < bottom < 10.0
 

@@ -42,13 +42,21 @@ def test_bundle_is_complete_and_valid(plane):
         "preview.png",
     } <= names
     m = w.manifest
-    assert m["splats"]["count"] == len(w.splats) == 240 * 180
+    assert m["splats"]["count"] == len(w.splats)
+    # one splat per pixel of the photo and of its outpainted frame, plus the surroundings
+    assert [x["name"] for x in m["layers"]] == ["background", "surroundings"]
+    bg = w.layers[0]
+    assert bg.intrinsics.width > 240 and bg.intrinsics.cx > sc.intr.cx  # extended canvas
+    assert m["layers"][0]["splat_count"] == int((bg.alpha > 0).sum()) >= 240 * 180
+    assert sum(x["splat_count"] for x in m["layers"]) == len(w.splats)
     assert m["depth"]["backend"] == "file" and m["ground"]["scale_source"] == "user-depth-map"
     assert m["camera"]["intrinsics_source"] == "user"
     assert m["config"]["depth"]["depth_map"].endswith("depth.npy")
     layer = w.layers[0]
-    assert layer.depth.shape == (180, 240) and layer.rgb.shape == (180, 240, 3)
-    assert np.allclose(layer.depth, sc.depth, rtol=1e-6)
+    m0 = int(round(layer.intrinsics.cx - sc.intr.cx))
+    inner = layer.depth[m0 : m0 + 180, m0 : m0 + 240]
+    assert inner.shape == (180, 240)
+    assert np.allclose(inner, sc.depth, rtol=1e-6)
     ids = np.load(res.path / "splat_layers.npy", allow_pickle=False)
     assert ids.dtype == np.uint8 and ids.shape == (len(w.splats),)
     assert set(m["timings"]) >= {"load", "depth", "lift", "colour", "collision", "preview"}
@@ -58,9 +66,9 @@ def test_bundle_is_complete_and_valid(plane):
 def test_source_view_reproduces_the_photo(plane):
     sc, res, w = plane
     out = render_world(w).rgb.numpy()
-    assert psnr(out, w.layers[0].rgb) >= 28.0
+    assert psnr(out, w.source_rgb) >= 28.0
     prev = np.asarray(Image.open(res.path / "preview.png"), np.float32) / 255
-    assert psnr(prev, w.layers[0].rgb) >= 28.0
+    assert psnr(prev, w.source_rgb) >= 28.0
 
 
 @pytest.mark.parametrize(
@@ -99,10 +107,10 @@ def test_cache_resumes_and_no_cache_bypasses(tmp_path):
     first = build(img, tmp_path / "a.world")
     assert first.cache_hits == []
     again = build(img, tmp_path / "b.world")
-    assert again.cache_hits == ["depth", "lift"]
+    assert again.cache_hits == ["depth", "scene", "lift"]
     assert (first.path / "splats.ply").read_bytes() == (again.path / "splats.ply").read_bytes()
     changed = build(img, tmp_path / "c.world", BuildConfig().replace(lift={"stride": 2}))
-    assert changed.cache_hits == ["depth"]
+    assert changed.cache_hits == ["depth", "scene"]
     assert build(img, tmp_path / "d.world", use_cache=False).cache_hits == []
 
 

@@ -49,6 +49,8 @@ stamp=.venv/.worldgen-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   say "installing worldgen (editable) with [dev]"
   "${PIP[@]}" install -e ".[dev]"
+  say "compiling the numba kernels (cached on disk)"
+  .venv/bin/python -c 'from worldgen.fill.patchmatch import warmup; warmup()'
   touch "$stamp"
 fi
 

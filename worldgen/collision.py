@@ -6,6 +6,7 @@ GLB with one node per part (``ground``, ``walls``, ``boundary``, ``ceiling``).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,6 +84,7 @@ class CollisionSurface:
     depth: np.ndarray
     labels: np.ndarray | None
     min_height: float
+    intrinsics: Intrinsics | None = None  # default: the photo's
 
 
 def _wall_mesh(
@@ -99,10 +101,15 @@ def _wall_mesh(
     step = max(2, int(round(max(H, W) / grid)))
     vs = np.arange(0, H, step)
     us = np.arange(0, W, step)
-    # robust depth per grid vertex: median of the neighbourhood (unknown stays unknown)
-    zmed = ndimage.median_filter(np.nan_to_num(depth, nan=np.inf), size=max(3, step // 2 * 2 + 1))
-    Z = zmed[np.ix_(vs, us)].astype(np.float64)
-    Z[~np.isfinite(Z)] = np.nan
+    # robust depth per grid vertex: median of a 5x5 neighbourhood (unknown stays unknown)
+    r = 2
+    padded = np.pad(depth.astype(np.float64), r, constant_values=np.nan)
+    win = np.stack(
+        [padded[np.ix_(vs + dy, us + dx)] for dy in range(2 * r + 1) for dx in range(2 * r + 1)]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows stay NaN
+        Z = np.nanmedian(win, axis=0)
     uu, vv = np.meshgrid(us.astype(np.float64), vs.astype(np.float64))
     P = np.stack([(uu - intr.cx) / intr.fx * Z, (vv - intr.cy) / intr.fy * Z, Z], -1)
     Pw = _to_world(P.reshape(-1, 3), M).reshape(P.shape)

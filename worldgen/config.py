@@ -15,6 +15,8 @@ from pathlib import Path
 import yaml
 
 from .errors import InputError
+from .layers import LayerConfig
+from .outpaint import OutpaintConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PRESETS = ("fast", "default", "quality")
@@ -69,11 +71,19 @@ class LiftConfig:
 
 
 @dataclass(frozen=True)
+class FillConfig:
+    backend: str = "auto"
+    """Fill backend for hidden regions and the outpainted surroundings: auto, classical."""
+
+
+@dataclass(frozen=True)
 class CollisionConfig:
     grid: int = 40
     """Cells along the long side of the coarse depth grid the collision mesh is built from."""
     min_wall_height: float = 1.0
-    """Vertical surfaces lower than this (metres) are clutter, not walls."""
+    """Background vertical surfaces lower than this (metres) are clutter, not walls."""
+    min_object_height: float = 1.7
+    """Foreground objects lower than this (metres, about a person) get no collider."""
     boundary_height: float = 3.0
     """Height of the wall that closes the world at its edge (metres)."""
 
@@ -84,6 +94,9 @@ class BuildConfig:
     camera: CameraConfig = field(default_factory=CameraConfig)
     depth: DepthConfig = field(default_factory=DepthConfig)
     lift: LiftConfig = field(default_factory=LiftConfig)
+    layers: LayerConfig = field(default_factory=LayerConfig)
+    fill: FillConfig = field(default_factory=FillConfig)
+    outpaint: OutpaintConfig = field(default_factory=OutpaintConfig)
     collision: CollisionConfig = field(default_factory=CollisionConfig)
     seed: int = 0
     """Random seed; the same seed and inputs give the same world."""

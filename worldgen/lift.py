@@ -241,10 +241,12 @@ def solve_colours(
     iters: int,
     *,
     background: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    min_visibility: float = 0.05,
 ) -> Splats:
     """Make the source view reproduce ``image`` [H, W, 3]: the colours that minimise
     ``|W c + T bg - image|^2`` (W: the fixed compositing weights at the source camera), by
     ``iters`` Jacobi steps with the majorising diagonal ``W^T W 1`` (monotone), clamped to [0, 1].
+    Splats whose total weight in the view is below ``min_visibility`` keep their colours.
     """
     if iters <= 0 or len(splats) == 0:
         return splats
@@ -260,7 +262,10 @@ def solve_colours(
     N = len(splats)
     row_sum = torch.zeros(H * W).index_add_(0, pix, rw.weight)  # W 1
     diag = torch.zeros(N).index_add_(0, idx, rw.weight * row_sum[pix])  # W^T W 1
-    touched = diag > 1e-8
+    # only splats that really show in this view are solved for: a splat hidden behind others
+    # (a filled background behind a foreground object) keeps its own colour
+    seen = torch.zeros(N).index_add_(0, idx, rw.weight)
+    touched = (diag > 1e-8) & (seen > min_visibility)
     c = splats.rgb.clone()
     for _ in range(iters):
         render = torch.zeros(H * W, 3).index_add_(0, pix, w * c[idx])

@@ -22,21 +22,25 @@ import torch
 from . import __version__
 from .cache import StageCache, stage_key
 from .camera import Camera, Intrinsics, Pose, resolve_intrinsics, world_from_camera
-from .collision import CollisionSurface, build_collision
+from .collision import BoundaryRing, CollisionSurface, build_collision
 from .config import BuildConfig
 from .depth import resolve_backend
 from .depth.base import DepthEstimate
 from .errors import InputError
+from .fill import get_fill_backend
 from .ground import GroundFit, fit_ground
 from .image import load_image, resize, save_png, working_size
-from .lift import lift, solve_colours
+from .layers import split_layers
+from .lift import solve_colours
+from .outpaint import Panorama, extend
 from .progress import Reporter
 from .raster import rasterize
 from .raster import resolve_backend as resolve_raster_backend
+from .scene import BundleLayer, compose_layers, lift_layers, surroundings_layers
 from .splats import Splats, ply_bytes
 from .world import atomic_dir, check_output, validate_manifest
 
-STAGES = ("load", "depth", "ground", "lift", "colour", "collision", "preview", "write")
+STAGES = ("load", "depth", "ground", "layers", "lift", "colour", "collision", "preview", "write")
 
 
 @dataclass
@@ -196,14 +200,64 @@ def build(
         depth, ground = fit_ground(est, intr, camera_height=dcfg.camera_height, seed=config.seed)
         M = world_from_camera(ground.normal)
 
+    with rep.stage("layers"):
+        skey = stage_key(
+            "scene",
+            depth=dkey,
+            scale=ground.scale,
+            layers=config.layers.__dict__,
+            fill=config.fill.__dict__,
+            outpaint=config.outpaint.__dict__,
+            seed=config.seed,
+        )
+        cached = cache.get("scene", skey)
+        if cached is not None:
+            layers, pano = _scene_from_arrays(*cached)
+            hits.append("scene")
+        else:
+            split = split_layers(rgb, depth, est.labels, intr, ground, config.layers)
+            fill_backend = get_fill_backend(config.fill.backend)
+            margin = 0
+            if config.outpaint.enabled:
+                margin = int(round(config.outpaint.canvas_margin * max(W, H)))
+            layers, fill_info = compose_layers(
+                rgb,
+                depth,
+                est.labels,
+                intr,
+                ground,
+                split,
+                fill_backend,
+                margin_px=margin,
+                sky_distance=dcfg.sky_distance,
+                seed=config.seed,
+            )
+            pano = None
+            if config.outpaint.enabled:
+                pano = extend(
+                    rgb,
+                    depth,
+                    est.labels,
+                    intr,
+                    ground,
+                    M,
+                    config.outpaint,
+                    sky_distance=dcfg.sky_distance,
+                    fill=fill_backend,
+                    seed=config.seed,
+                )
+                layers += surroundings_layers(pano, dcfg.sky_distance)
+            cache.put("scene", skey, *_scene_to_arrays(layers, pano))
+    rep.note("layers: " + ", ".join(layer.name for layer in layers))
+
     with rep.stage("lift"):
-        lkey = stage_key("lift", depth=dkey, lift=config.lift.__dict__, scale=ground.scale)
+        lkey = stage_key("lift", scene=skey, lift=config.lift.__dict__)
         cached = cache.get("lift", lkey)
         if cached is not None:
             splats = _splats_from_arrays(cached[0])
             hits.append("lift")
         else:
-            splats = lift(rgb, depth, intr, config.lift, layer_id=0)
+            splats = lift_layers(layers, intr, M, config, pano)
 
     with rep.stage("colour"):
         if cached is None:
@@ -211,9 +265,23 @@ def build(
             cache.put("lift", lkey, _splats_to_arrays(splats), {})
 
     with rep.stage("collision"):
-        surface = CollisionSurface(depth, est.labels, config.collision.min_wall_height)
+        surfaces = [
+            CollisionSurface(
+                L.depth,
+                L.labels,
+                config.collision.min_wall_height
+                if L.kind in ("background", "scene")
+                else config.collision.min_object_height,
+                L.intrinsics,
+            )
+            for L in layers
+            if L.projection == "perspective" and L.kind != "sky"
+        ]
+        ring = None
+        if pano is not None:
+            ring = BoundaryRing(*_ring_polygon(pano, config.collision))
         coll = build_collision(
-            [surface], intr, ground, M, config.collision, max_distance=dcfg.max_depth
+            surfaces, intr, ground, M, config.collision, ring=ring, max_distance=dcfg.max_depth
         )
         collision_glb = coll.glb_bytes()
 
@@ -224,6 +292,20 @@ def build(
         manifest = _manifest(
             img, intr, choice.source, M, ground, splats, est, backend.name, reason, config
         )
+        counts = np.bincount(splats.layers.numpy(), minlength=len(layers))
+        manifest["layers"] = [
+            {
+                "id": k,
+                "name": layer.name,
+                "kind": layer.kind,
+                "projection": layer.projection,
+                "path": f"layers/{k}",
+                "splat_count": int(counts[k]),
+            }
+            for k, layer in enumerate(layers)
+        ]
+        if pano is not None:
+            manifest["outpaint"] = _jsonable(pano.info)
         manifest["bounds"] = {"min": coll.bounds[0].tolist(), "max": coll.bounds[1].tolist()}
         manifest["timings"] = dict(rep.timings)
         validate_manifest(manifest, "world.json (being written)")
@@ -232,15 +314,9 @@ def build(
             (tmp / "splat_layers.npy").write_bytes(_npy_bytes(splats.layers.numpy()))
             (tmp / "collision.glb").write_bytes(collision_glb)
             save_png(preview, tmp / "preview.png")
-            ldir = tmp / "layers" / "0"
-            ldir.mkdir(parents=True)
-            (ldir / "rgb.png").write_bytes(_png_bytes(rgb))
-            (ldir / "depth.npy").write_bytes(_npy_bytes(depth.astype(np.float32)))
-            alpha = np.where(np.isfinite(depth), 255, 0).astype(np.uint8)
-            (ldir / "alpha.png").write_bytes(_png_bytes(alpha))
-            if est.labels is not None:
-                (ldir / "labels.png").write_bytes(_png_bytes(est.labels))
-            (ldir / "intrinsics.json").write_text(json.dumps(intr.to_dict(), indent=2))
+            save_png(rgb, tmp / "source.png")
+            for k, layer in enumerate(layers):
+                _write_layer(tmp / "layers" / str(k), layer, intr)
             manifest["timings"] = dict(rep.timings)  # everything up to the final write
             (tmp / "world.json").write_text(json.dumps(manifest, indent=2))
     backends = {
@@ -249,6 +325,82 @@ def build(
         "intrinsics": choice.source,
     }
     return BuildResult(out, len(splats), dict(rep.timings), backends, list(rep.notes), hits)
+
+
+def _write_layer(d: Path, layer: BundleLayer, intr: Intrinsics) -> None:
+    d.mkdir(parents=True)
+    (d / "rgb.png").write_bytes(_png_bytes(layer.rgb))
+    (d / "depth.npy").write_bytes(_npy_bytes(layer.depth.astype(np.float32)))
+    (d / "alpha.png").write_bytes(_png_bytes(layer.alpha))
+    if layer.labels is not None:
+        (d / "labels.png").write_bytes(_png_bytes(layer.labels))
+    if layer.projection == "perspective":
+        li = layer.intrinsics or intr
+        (d / "intrinsics.json").write_text(json.dumps(li.to_dict(), indent=2))
+    else:
+        h, w = layer.depth.shape
+        proj = {
+            "type": "equirectangular",
+            "frame": "world",
+            "width": w,
+            "height": h,
+            "longitude_deg": [-180.0, 180.0],
+            "latitude_deg": [90.0, -90.0],
+            "direction": "(sin lon cos lat, sin lat, -cos lon cos lat)",
+            "depth": "distance along the ray, metres",
+        }
+        (d / "projection.json").write_text(json.dumps(proj, indent=2))
+
+
+_LAYER_FIELDS = ("rgb", "depth", "alpha", "labels")
+_PANO_FIELDS = ("rgb", "distance", "labels", "lift", "sky_rgb", "ring", "covered")
+
+
+def _scene_to_arrays(layers: list[BundleLayer], pano) -> tuple[dict, dict]:
+    arrays, meta = {}, {"layers": [], "pano": None}
+    for k, layer in enumerate(layers):
+        for f in _LAYER_FIELDS:
+            v = getattr(layer, f)
+            if v is not None:
+                arrays[f"l{k}_{f}"] = v
+        li = layer.intrinsics.to_dict() if layer.intrinsics is not None else None
+        meta["layers"].append([layer.name, layer.kind, layer.projection, li])
+    if pano is not None:
+        for f in _PANO_FIELDS:
+            v = getattr(pano, f)
+            if v is not None:
+                arrays[f"p_{f}"] = v
+        meta["pano"] = _jsonable(pano.info)
+    return arrays, meta
+
+
+def _scene_from_arrays(arrays: dict, meta: dict):
+    layers = [
+        BundleLayer(
+            name,
+            kind,
+            proj,
+            *(arrays.get(f"l{k}_{f}") for f in _LAYER_FIELDS),
+            Intrinsics.from_dict(li) if li else None,
+        )
+        for k, (name, kind, proj, li) in enumerate(meta["layers"])
+    ]
+    pano = None
+    if meta["pano"] is not None:
+        pano = Panorama(*(arrays.get(f"p_{f}") for f in _PANO_FIELDS), info=meta["pano"])
+    return layers, pano
+
+
+def _ring_polygon(pano, ccfg) -> tuple[np.ndarray, np.ndarray]:
+    """The world's edge: just inside the wall ring where the world extends, close behind the
+    spawn where it does not (nothing is known there)."""
+    from .collision import BEHIND_MARGIN
+
+    Wp = len(pano.ring)
+    lon = -np.pi + (np.arange(Wp) + 0.5) * 2 * np.pi / Wp
+    radius = np.where(pano.covered, 0.95 * pano.ring, BEHIND_MARGIN)
+    step = max(1, Wp // 128)
+    return lon[::step], radius[::step]
 
 
 def _depth_options(name: str, dcfg, img) -> dict:
@@ -334,5 +486,9 @@ def _manifest(
         "seed": config.seed,
         "models": [],
         "timings": {},
-        "files": {"collision": "collision.glb", "preview": "preview.png"},
+        "files": {
+            "collision": "collision.glb",
+            "preview": "preview.png",
+            "source": "source.png",
+        },
     }

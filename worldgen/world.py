@@ -113,6 +113,8 @@ class Layer:
     id: int
     name: str
     path: Path
+    kind: str = "scene"
+    projection: str = "perspective"
 
     @cached_property
     def rgb(self) -> np.ndarray:  # [H, W, 3] float32
@@ -125,7 +127,14 @@ class Layer:
         return np.load(self.path / "depth.npy", allow_pickle=False)
 
     @cached_property
+    def alpha(self) -> np.ndarray:  # [H, W] float32
+        from PIL import Image
+
+        return np.asarray(Image.open(self.path / "alpha.png"), np.float32) / 255.0
+
+    @cached_property
     def intrinsics(self) -> Intrinsics:
+        """Perspective layers only."""
         return Intrinsics.from_dict(json.loads((self.path / "intrinsics.json").read_text()))
 
 
@@ -158,9 +167,25 @@ class World:
     @property
     def layers(self) -> list[Layer]:
         return [
-            Layer(d["id"], d["name"], _safe_join(self.path, d["path"]))
+            Layer(
+                d["id"],
+                d["name"],
+                _safe_join(self.path, d["path"]),
+                d.get("kind", "scene"),
+                d.get("projection", "perspective"),
+            )
             for d in self.manifest["layers"]
         ]
+
+    @cached_property
+    def source_rgb(self) -> np.ndarray:
+        """[H, W, 3] float32: the photo at working resolution."""
+        from PIL import Image
+
+        p = self.path / "source.png"
+        if not p.exists():  # bundles from before source.png: the first layer was the photo
+            p = self.layers[0].path / "rgb.png"
+        return np.asarray(Image.open(p).convert("RGB"), np.float32) / 255.0
 
 
 def load_world(path: str | Path) -> World:
@@ -188,7 +213,12 @@ def load_world(path: str | Path) -> World:
             raise BundleError(f"{path}: missing {rel}")
     for layer in manifest["layers"]:
         d = _safe_join(path, layer["path"])
-        for f in ("rgb.png", "depth.npy", "alpha.png", "intrinsics.json"):
+        proj = (
+            "projection.json"
+            if layer.get("projection") == "equirectangular"
+            else ("intrinsics.json")
+        )
+        for f in ("rgb.png", "depth.npy", "alpha.png", proj):
             if not (d / f).is_file():
                 raise BundleError(f"{path}: layer {layer['id']} is missing {f}")
     try:

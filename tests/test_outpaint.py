@@ -1,0 +1,130 @@
+"""The world around the photo: panorama layout, the sky dome, no void when looking around."""
+
+import math
+
+import numpy as np
+import pytest
+
+from tests.conftest import save_rgb
+from worldgen.camera import Intrinsics, Pose, world_from_camera
+from worldgen.config import BuildConfig
+from worldgen.depth.base import CEILING, GROUND, SKY, VERTICAL
+from worldgen.ground import GroundFit
+from worldgen.outpaint import OutpaintConfig, directions, extend, lift_panorama, lift_sky
+from worldgen.pipeline import build
+from worldgen.render import render_world
+from worldgen.world import load_world
+
+H, W = 96, 128
+SKY_D = 200.0
+
+
+def ground_sky_scene(indoor=False):
+    """A level camera 1.6 m above a textured ground plane; sky (or a ceiling) above."""
+    intr = Intrinsics.from_hfov(60, W, H)
+    uu, vv = np.meshgrid(np.arange(W, dtype=float), np.arange(H, dtype=float))
+    ry = (vv - intr.cy) / intr.fy
+    rx = (uu - intr.cx) / intr.fx
+    below = ry > 1e-3
+    z_ground = np.where(below, 1.6 / np.maximum(ry, 1e-9), np.inf)
+    labels = np.where(below, GROUND, CEILING if indoor else SKY).astype(np.uint8)
+    if indoor:
+        z = np.where(below, z_ground, 1.1 / np.maximum(-ry, 1e-3))
+    else:
+        z = np.where(below, z_ground, SKY_D / np.sqrt(1 + rx**2 + ry**2))
+    z = np.minimum(z, 80.0).astype(np.float32)
+    X = rx * z
+    Zc = z
+    tex = 0.5 + 0.2 * np.sin(X * 6) * np.cos(Zc * 6)
+    img = np.where(
+        below[..., None],
+        np.stack([0.3 * tex, 0.6 * tex, 0.2 * tex], -1),
+        np.array([0.7, 0.7, 0.68]) if indoor else np.array([0.35, 0.55, 0.95]),
+    )
+    img = img.astype(np.float32)
+    g = GroundFit(np.array([0.0, -1.0, 0.0]), 1.6, 1.0, "ground-plane-prior", "test", 1.0)
+    return img, z, labels, intr, g
+
+
+def test_outdoor_panorama_layout_and_sky_dome():
+    img, z, labels, intr, g = ground_sky_scene()
+    M = world_from_camera(g.normal)
+    cfg = OutpaintConfig(width=256, sky_width=128)
+    pano = extend(img, z, labels, intr, g, M, cfg, sky_distance=SKY_D)
+    LON, LAT, d = directions(256, 128)
+    assert pano.info["outdoor"] is True and pano.sky_rgb is not None
+    # below the horizon: ground at the plane, above: sky; the wall ring in between
+    far_below = LAT < -math.radians(20)
+    assert np.all(pano.labels[far_below] == GROUND)
+    P = d * pano.distance[..., None]
+    assert np.allclose(P[far_below][:, 1], -1.6, atol=1e-4)
+    assert np.all(pano.labels[LAT > math.radians(30)] == SKY)
+    # the sky continues the photo's sky colour all around the upper hemisphere
+    up = pano.sky_rgb[: pano.sky_rgb.shape[0] // 3]
+    assert np.allclose(up.reshape(-1, 3).mean(0), [0.35, 0.55, 0.95], atol=0.08)
+    # sky splats sit on the dome
+    dome = lift_sky(pano.sky_rgb, M, SKY_D, 0)
+    r = np.linalg.norm(dome.means.numpy(), axis=1)
+    assert np.allclose(r, SKY_D, rtol=1e-5)
+    # the lifted surroundings cover the yaw extent beside the photo, not the photo itself
+    lon_cols = LON[0]
+    half = math.radians(30 + 90)
+    assert pano.covered[np.abs(lon_cols) < half - 0.05].all()
+    assert not pano.covered[np.abs(lon_cols) > half + 0.05].any()
+    assert not pano.lift[(np.abs(LON) < math.radians(25)) & (np.abs(LAT) < math.radians(15))].any()
+    s = lift_panorama(pano, M, cfg, 1)
+    assert len(s) == pano.lift.sum() and np.isfinite(s.means.numpy()).all()
+
+
+def test_indoor_panorama_has_a_ceiling_and_no_sky():
+    img, z, labels, intr, g = ground_sky_scene(indoor=True)
+    M = world_from_camera(g.normal)
+    pano = extend(img, z, labels, intr, g, M, OutpaintConfig(width=256), sky_distance=SKY_D)
+    assert pano.sky_rgb is None and not pano.info["outdoor"]
+    assert (pano.labels == CEILING).any() and not (pano.labels == SKY).any()
+    assert (pano.labels == VERTICAL).any()
+    assert np.isfinite(pano.distance).all() and pano.distance.max() < 100
+
+
+@pytest.fixture(scope="module")
+def outdoor_world(tmp_path_factory):
+    d = tmp_path_factory.mktemp("out")
+    img, z, labels, intr, g = ground_sky_scene()
+    p = save_rgb(img, d / "gs.png")
+    np.save(d / "gs.npy", z)
+    cfg = BuildConfig().replace(
+        camera={"focal_px": intr.fx}, depth={"depth_map": str(d / "gs.npy")}
+    )
+    return load_world(build(p, d / "gs.world", cfg, use_cache=False).path)
+
+
+@pytest.mark.parametrize(
+    "pose",
+    [
+        (0, 0, 0, 60, 0, 0),
+        (0, 0, 0, -60, 0, 0),
+        (0.5, 0, 0, 0, 0, 0),
+        (-0.5, 0, 0, 0, 0, 0),
+        (0, 0, 0, 0, -45, 0),
+    ],
+)
+def test_no_void_when_looking_around(outdoor_world, pose):
+    r = render_world(outdoor_world, Pose.from_cli(*pose))
+    empty = float((r.alpha < 0.5).float().mean())
+    assert empty == 0.0, empty
+
+
+def test_single_layer_world_ends_at_the_frame(tmp_path):
+    img, z, labels, intr, g = ground_sky_scene()
+    p = save_rgb(img, tmp_path / "gs.png")
+    np.save(tmp_path / "gs.npy", z)
+    cfg = BuildConfig().replace(
+        camera={"focal_px": intr.fx},
+        depth={"depth_map": str(tmp_path / "gs.npy")},
+        layers={"enabled": False},
+        outpaint={"enabled": False},
+    )
+    w = load_world(build(p, tmp_path / "one.world", cfg, use_cache=False).path)
+    assert [x["name"] for x in w.manifest["layers"]] == ["scene"]
+    r = render_world(w, Pose.from_cli(0, 0, 0, 60, 0, 0))
+    assert float((r.alpha < 0.5).float().mean()) > 0.5  # the skeleton's void: what outpaint fixes
