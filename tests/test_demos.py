@@ -1,14 +1,14 @@
 """Every demo photo builds into a complete, valid world that reproduces the photo."""
 
 import json
-import subprocess
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import DEMOS, tool
+from tests.conftest import DEMOS
 from tests.scenes import psnr
+from tests.test_formats import splat_transform_json
 from worldgen.pipeline import build
 from worldgen.world import load_world
 
@@ -43,13 +43,8 @@ def test_demo_world_is_complete_and_reproduces_the_photo(worlds, name):
             a = layer.alpha[oy : oy + src.shape[0], ox : ox + src.shape[1]]
             cover |= a > 0.5
     assert cover.all()
-    r = subprocess.run(
-        [tool("splat-transform"), str(w.path / "splats.ply"), "null", "--info", "json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert r.returncode == 0 and json.loads(r.stdout[r.stdout.index("{") :])["gaussian"] is True
+    info = splat_transform_json(w.path / "splats.ply", "--info")
+    assert info["gaussian"] is True and info["numGaussians"] == len(w.splats)
 
 
 def test_outdoor_demo_has_ground_and_sky(worlds):

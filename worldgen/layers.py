@@ -581,15 +581,17 @@ def _edt(mask: np.ndarray, radius: float | None = None) -> np.ndarray:
     return out
 
 
-def _median_groups(keys: np.ndarray, values: np.ndarray) -> dict[int, float]:
-    """Median of ``values`` per distinct key."""
+def _median_groups(keys: np.ndarray, values: np.ndarray, q: float = 50.0) -> dict[int, float]:
+    """Median (or the ``q``-th percentile) of ``values`` per distinct key."""
     if keys.size == 0:
         return {}
     order = np.lexsort((values, keys))
     k, v = keys[order], values[order]
     starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
     ends = np.r_[starts[1:], len(k)]
-    return {int(k[s]): float(np.median(v[s:e])) for s, e in zip(starts, ends, strict=True)}
+    return {
+        int(k[s]): float(np.percentile(v[s:e], q)) for s, e in zip(starts, ends, strict=True)
+    }
 
 
 def spread_to_ramp(values: np.ndarray, layer: SceneLayer) -> np.ndarray:
@@ -829,7 +831,9 @@ def split_layers(
     n_lv = 3 + n_fg
     keys = (flat_unit[p_near].astype(np.int64) + 1) * n_lv + far_lv
     zn = _median_groups(keys, G.depth[p_near])
-    zf = _median_groups(keys, G.depth[p_far])
+    # the far side's 90th percentile: an object standing on the floor borders the floor right
+    # behind it and the wall far behind; a walk reveals the floor *and* the wall
+    zf = _median_groups(keys, G.depth[p_far], q=90.0)
     f_px = max(intrinsics.fx, intrinsics.fy)
     boxes = ndi.find_objects(comp) if n_obj else []
 
