@@ -194,12 +194,15 @@ class SceneLayer:
 class LayerSplit:
     """layers: far -> near (sky if any, background, foreground-1, ...); edges: [H, W] bool
     near-side depth-edge pixels; owner: [H, W] int16 index into ``layers`` of the layer each photo
-    pixel belongs to (before the halo is removed); info: facts for world.json."""
+    pixel belongs to (before the halo is removed); info: facts for world.json; labels: the
+    semantic labels the split used (the backend's or derived from geometry)."""
 
     layers: list[SceneLayer]
     edges: np.ndarray
     info: dict
     owner: np.ndarray = field(default=None)  # type: ignore[assignment]
+    #: [H, W] uint8 semantic labels used (the backend's, or derived from geometry), or None
+    labels: np.ndarray | None = None
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -932,4 +935,4 @@ def split_layers(
         "per_layer": layer_info,
         "seconds": round(time.perf_counter() - t0, 4),
     }
-    return LayerSplit(layers, E, info, owner)
+    return LayerSplit(layers, E, info, owner, labels)

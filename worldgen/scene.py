@@ -83,6 +83,8 @@ def compose_layers(
     facts: dict = {}
     plane = GroundPlane(np.asarray(ground.normal, float), float(ground.height))
     H, W = depth.shape
+    if labels is None:  # a user depth map: use the labels the split derived from geometry
+        labels = split.labels
     for layer in split.layers:
         m = margin_px if layer.kind in ("background", "scene") else 0
         L_intr = intr.with_size(W + 2 * m, H + 2 * m) if m else intr
