@@ -266,7 +266,7 @@ def extend(
     sky_rgb = None
     if outdoor:
         Ws, Hs = int(config.sky_width), int(config.sky_width) // 2
-        _, SLAT, sd = directions(Ws, Hs)
+        _, _, sd = directions(Ws, Hs)
         su, sv, sin_ = _project_to_photo(sd, R_wc, intr)
         sky_px = np.zeros((Hs, Ws), bool)
         if labels is not None:
@@ -281,7 +281,6 @@ def extend(
         else:  # no sky pixels to continue: a plain gradient from the panorama's top rows
             top = filled[: max(1, Hp // 8)].reshape(-1, 3).mean(0)
             sky_rgb = np.broadcast_to(top, (Hs, Ws, 3)).astype(np.float32).copy()
-        del SLAT
 
     info = {
         "width": Wp,
@@ -305,10 +304,6 @@ def extend(
     )
 
 
-def _surface_points(d, dist):
-    return d * dist[..., None]
-
-
 def lift_panorama(
     pano: Panorama, world_from_camera: np.ndarray, config: OutpaintConfig, layer_id: int
 ) -> Splats:
@@ -318,7 +313,7 @@ def lift_panorama(
 
     Hp, Wp = pano.labels.shape
     _, _, d = directions(Wp, Hp)
-    P = _surface_points(d, pano.distance.astype(np.float64))
+    P = d * pano.distance.astype(np.float64)[..., None]
 
     # in-plane footprint vectors from neighbouring pixels on the same surface
     def neighbour_diff(axis):
