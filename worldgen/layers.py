@@ -592,9 +592,7 @@ def _median_groups(keys: np.ndarray, values: np.ndarray, q: float = 50.0) -> dic
     k, v = keys[order], values[order]
     starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
     ends = np.r_[starts[1:], len(k)]
-    return {
-        int(k[s]): float(np.percentile(v[s:e], q)) for s, e in zip(starts, ends, strict=True)
-    }
+    return {int(k[s]): float(np.percentile(v[s:e], q)) for s, e in zip(starts, ends, strict=True)}
 
 
 def spread_to_ramp(values: np.ndarray, layer: SceneLayer) -> np.ndarray:

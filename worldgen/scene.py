@@ -113,8 +113,25 @@ def compose_layers(
             # only the neighbourhood of what is needed is solved for (far-away unknown pixels,
             # e.g. the sky above a background layer, carry no depth and act as boundaries)
             near = ndimage.binary_dilation(todo, iterations=FILL_CONTEXT_PX)
+            mask = ~vis & near
+            # pixels outside the mask that this layer does not show (a nearer object's interior,
+            # the sky above) must not lend their colours or labels to the fill: they take those
+            # of the nearest pixel the layer shows
+            src_img, src_lab = img, lab
+            foreign = ~vis & ~mask
+            if foreign.any() and vis.any():
+                _, (iy, ix) = ndimage.distance_transform_edt(~vis, return_indices=True)
+                src_img = np.where(foreign[..., None], img[iy, ix], img)
+                if lab is not None:
+                    src_lab = np.where(foreign, lab[iy, ix], lab)
             res = fill.fill(
-                img, ~vis & near, depth=d, labels=lab, intrinsics=L_intr, ground=plane, seed=seed
+                src_img,
+                mask,
+                depth=d,
+                labels=src_lab,
+                intrinsics=L_intr,
+                ground=plane,
+                seed=seed,
             )
             rgb[todo] = res.rgb[todo]
             d[todo] = res.depth[todo]
