@@ -220,7 +220,7 @@ def build(
             margin = 0
             if config.outpaint.enabled:
                 margin = int(round(config.outpaint.canvas_margin * max(W, H)))
-            layers, fill_info = compose_layers(
+            layers, _fill_facts = compose_layers(
                 rgb,
                 depth,
                 est.labels,
