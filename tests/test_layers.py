@@ -79,6 +79,11 @@ def ray_cast(
 BOX = (-0.5, 0.5, 0.6, 2.0, 2.6)  # 1 m wide, 1 m tall, front face 2 m away
 
 
+def names_of(res) -> list[str]:
+    """The primary layers' names (the occluded layers behind in-layer depth edges left out)."""
+    return [lay.name for lay in res.layers if lay.kind != "occluded"]
+
+
 def split(scene: Scene, labels: bool = True, **cfg):
     lab = scene.labels if labels else None
     return split_layers(scene.image, scene.depth, lab, scene.intr, scene.ground, LayerConfig(**cfg))
@@ -96,7 +101,7 @@ def check_box_split(scene: Scene, res) -> None:
     box = scene.ids == 2
     fg = by_kind(res, "foreground")
     assert len(fg) == 1, res.info
-    assert [lay.name for lay in res.layers] == ["background", "foreground-1"]
+    assert names_of(res) == ["background", "foreground-1"]
     front = fg[0]
     owned = res.owner == res.layers.index(front)
     assert iou(owned, box) >= 0.9, iou(owned, box)
@@ -166,6 +171,56 @@ def test_margin_limits_hidden_region():
     assert not hid[xs.min() + margin + 3 : xs.max() - margin - 3].any()
 
 
+def test_occluded_layer_behind_an_unsplit_box():
+    """With no foreground layer to put it on, the box stays in the background; the surface
+    behind its silhouette goes on "background-occluded", and the fill continues the wall and
+    the floor there (their depth, not the box's)."""
+    from worldgen.fill import get_fill_backend
+    from worldgen.scene import compose_layers
+
+    wide = (-0.9, 0.9, -0.4, 2.0, 2.6)
+    scene = ray_cast([wide], W=200, H=150)
+    res = split(scene, walk_radius=0.3, max_foreground_layers=0)
+    assert names_of(res) == ["background"]
+    assert [lay.name for lay in res.layers] == ["background", "background-occluded"]
+    bg, occ = res.layers
+    assert occ.kind == "occluded" and not occ.visible.any()
+    box = scene.ids == 2
+    assert bg.visible[box].all()  # the box is shown by the background itself
+    assert not (occ.hidden & ~box).any()  # only the near side is synthesised ...
+    margin = math.ceil(scene.intr.fx * 0.3 * (1 / 2.0 - 1 / 5.0)) + 2
+    ys, xs = np.nonzero(box)
+    row = (ys.min() + ys.max()) // 2
+    hid = occ.hidden[row]
+    assert hid[xs.min() : xs.min() + margin - 3].all()  # ... within the parallax margin
+    assert hid[xs.max() - margin + 3 : xs.max() + 1].all()
+    assert not hid[xs.min() + margin + 3 : xs.max() - margin - 3].any()
+    assert occ.known[scene.ids == 1].mean() > 0.95  # the wall and floor are its context
+    # ... and not the box's side of its silhouette, out to the fill's context
+    assert not occ.known[row, xs.min() : xs.min() + margin + 16].any()
+
+    layers, _ = compose_layers(
+        scene.image,
+        scene.depth,
+        scene.labels,
+        scene.intr,
+        scene.ground,
+        res,
+        get_fill_backend("classical"),
+    )
+    assert [L.name for L in layers] == ["background", "background-occluded"]
+    L = layers[1]
+    assert np.all(L.alpha[occ.hidden] == 1) and np.all(L.alpha[~occ.hidden] == 0)
+    assert np.isnan(L.depth[~occ.hidden]).all()  # nothing but the hidden region is lifted
+    # behind the box's upper part: the wall at 5 m (above the wall's foot seen beside the box)
+    foot = np.nonzero(scene.ids[:, xs.min() - 3] == 1)[0].max()
+    upper = occ.hidden & (np.arange(150)[:, None] < foot - 3)
+    assert upper.sum() > 100
+    assert np.allclose(L.depth[upper], 5.0, rtol=0.03)
+    wall_rgb = scene.image[scene.ids == 1].mean(0)
+    assert np.abs(L.rgb[upper].mean(0) - wall_rgb).max() < 0.08
+
+
 def test_ground_and_sky_only():
     scene = ray_cast([], wall_z=None)
     res = split(scene)
@@ -196,7 +251,7 @@ def test_two_boxes_are_two_ordered_layers():
     near = (0.0, 0.7, 0.8, 1.8, 2.2)  # in front of its right part
     scene = ray_cast([far, near])
     res = split(scene)
-    names = [lay.name for lay in res.layers]
+    names = names_of(res)
     assert names == ["background", "foreground-1", "foreground-2"], res.info
     f1, f2 = res.layers[1], res.layers[2]
     assert iou(res.owner == 1, scene.ids == 2) > 0.85
@@ -209,7 +264,7 @@ def test_two_boxes_are_two_ordered_layers():
     assert ((f2.alpha > 0) & (f2.alpha < 1) & (scene.ids == 2)).sum() > 5
     # with one foreground layer, both boxes share it
     res1 = split(scene, max_foreground_layers=1)
-    assert [lay.name for lay in res1.layers] == ["background", "foreground-1"]
+    assert names_of(res1) == ["background", "foreground-1"]
     assert res1.info["occlusion_conflicts"] == 1
 
 
@@ -218,7 +273,7 @@ def test_two_separate_boxes_at_similar_depth_share_a_layer():
     b = (0.8, 1.5, 0.8, 2.6, 3.1)
     scene = ray_cast([a, b])
     res = split(scene)
-    assert [lay.name for lay in res.layers] == ["background", "foreground-1"]
+    assert names_of(res) == ["background", "foreground-1"]
     assert res.info["foreground_objects"] == 2
 
 
@@ -233,7 +288,7 @@ def test_box_with_sky_and_roll():
     tall = (-0.5, 0.5, -0.6, 2.0, 2.6)  # 2.2 m: its top is seen against the sky
     scene = ray_cast([tall], wall_z=None, roll_deg=5.0)
     res = split(scene)
-    assert [lay.name for lay in res.layers] == ["sky", "background", "foreground-1"]
+    assert names_of(res) == ["sky", "background", "foreground-1"]
     box = scene.ids == 2
     assert iou(res.owner == 2, box) > 0.9
     sky = res.layers[0]
@@ -304,8 +359,9 @@ def test_blurred_depth_edges():
         scene.ids,
     )
     res = split(blurred)
-    assert [lay.name for lay in res.layers] == ["background", "foreground-1"], res.info
-    assert iou(res.owner == 1, scene.ids == 2) >= 0.85
+    assert names_of(res) == ["background", "foreground-1"], res.info
+    fg = res.layers.index(by_kind(res, "foreground")[0])
+    assert iou(res.owner == fg, scene.ids == 2) >= 0.85
 
 
 def test_invariants_and_info():
@@ -319,20 +375,27 @@ def test_invariants_and_info():
     json.dumps(res.info)  # world.json material
     H, W = scene.depth.shape
     assert res.edges.shape == (H, W) and res.edges.dtype == bool
-    assert res.owner.shape == (H, W) and res.owner.max() == len(res.layers) - 1
+    primary = [i for i, lay in enumerate(res.layers) if lay.kind != "occluded"]
+    assert res.owner.shape == (H, W) and res.owner.max() == primary[-1]
+    assert set(np.unique(res.owner).tolist()) <= set(primary)
     for i, lay in enumerate(res.layers):
         assert lay.visible.dtype == bool and lay.hidden.dtype == bool
         assert lay.alpha.dtype == np.float32 and lay.alpha.shape == (H, W)
         assert lay.alpha.min() >= 0 and lay.alpha.max() <= 1
         assert not (lay.visible & lay.hidden).any()
+        assert not (lay.known & lay.hidden).any()
         assert np.all(lay.alpha[lay.visible | lay.hidden] == 1)
         assert not (lay.visible & (res.owner != i)).any()  # visible: a subset of what it owns
+        if lay.kind == "occluded":  # shows nothing, continues the layer before it
+            assert not lay.visible.any() and np.all(lay.alpha[~lay.hidden] == 0)
+            assert res.layers[i - 1].kind != "occluded"
+            assert not (lay.known & ~res.layers[i - 1].visible).any()
     # every photo pixel is shown by exactly one layer, or resynthesised (the halo)
     shown = np.sum([lay.visible for lay in res.layers], axis=0)
     assert shown.max() == 1
     halo = shown == 0
     assert all((lay.hidden | ~halo | (res.owner != i)).all() for i, lay in enumerate(res.layers))
-    assert not res.layers[-1].hidden.any()
+    assert not res.layers[primary[-1]].hidden.any()
 
 
 def test_config_validation():
@@ -343,7 +406,7 @@ def test_config_validation():
     with pytest.raises(InputError):
         LayerConfig(feather_px=-1)
     res = split(ray_cast([BOX]), max_foreground_layers=0)
-    assert [lay.name for lay in res.layers] == ["background"]
+    assert names_of(res) == ["background"]
 
 
 def _motorcycle():
@@ -374,9 +437,9 @@ def _motorcycle():
 def test_motorcycle_comes_out_as_foreground():
     img, depth, intr, ground = _motorcycle()
     res = split_layers(img, depth, None, intr, ground, LayerConfig())
-    names = [lay.name for lay in res.layers]
+    names = names_of(res)
     assert names[0] == "background" and names[-1].startswith("foreground"), names
-    nearest = len(res.layers) - 1
+    nearest = max(i for i, lay in enumerate(res.layers) if lay.kind != "occluded")
     bike = [(100, 100), (110, 150), (150, 150), (170, 280), (200, 300), (130, 200)]  # (y, x)
     assert all(res.owner[y, x] == nearest for y, x in bike), [res.owner[p] for p in bike]
     wall = [(10, 10), (30, 300), (100, 350), (240, 50), (235, 200)]  # wall, shelves, floor

@@ -52,12 +52,35 @@ def unproject(depth: np.ndarray, intr: Intrinsics) -> np.ndarray:
     )
 
 
+def surface_normals(pts: np.ndarray) -> np.ndarray:
+    """Unit normals [H, W, 3] of an unprojected depth map [H, W, 3] (3x3-smoothed central
+    differences; the sign is arbitrary, NaN where the depth is unknown)."""
+    from scipy import ndimage
+
+    H, W = pts.shape[:2]
+    P = ndimage.uniform_filter(pts.astype(np.float32), size=(3, 3, 1), mode="nearest")
+    du = np.gradient(P, axis=1) if W > 1 else np.zeros_like(P)
+    dv = np.gradient(P, axis=0) if H > 1 else np.zeros_like(P)
+    n = np.cross(du, dv)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return n / np.linalg.norm(n, axis=-1, keepdims=True)
+
+
 def fit_plane_ransac(
-    pts: np.ndarray, rng: np.random.Generator, *, iters: int = 300, tol: float = 0.02
+    pts: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    iters: int = 300,
+    tol: float = 0.02,
+    normals: np.ndarray | None = None,
+    normal_tol_deg: float = 20.0,
 ) -> tuple[np.ndarray, float, np.ndarray] | None:
     """Fit an up-facing plane n.X = -d to ``pts`` [N, 3]; tolerance relative to median depth.
 
     Only planes whose normal is within MAX_TILT_DEG of the camera's up (-y) are considered.
+    With ``normals`` ([N, 3], the points' surface normals, any sign) a point is an inlier only
+    where its own normal is within ``normal_tol_deg`` of the plane's, so the plane through the
+    bottom edges of vertical box fronts, or a wall's foot, does not pass for the floor.
     Returns (normal, d, inlier mask) or None.
     """
     if len(pts) < 50:
@@ -65,6 +88,14 @@ def fit_plane_ransac(
     scale = float(np.median(np.linalg.norm(pts, axis=1)))
     thr = tol * scale
     cos_max = np.cos(np.radians(MAX_TILT_DEG))
+    cos_n = np.cos(np.radians(normal_tol_deg))
+
+    def inliers(n: np.ndarray, d: float) -> np.ndarray:
+        ok = np.abs(pts @ n + d) < thr
+        if normals is not None:
+            ok &= np.abs(np.nan_to_num(normals @ n)) >= cos_n
+        return ok
+
     best = None
     best_count = 0
     idx = rng.integers(0, len(pts), size=(iters, 3))
@@ -82,13 +113,13 @@ def fit_plane_ransac(
         d = -float(n @ a)
         if d <= 0:  # plane must be below the camera
             continue
-        count = int(np.count_nonzero(np.abs(pts @ n + d) < thr))
+        count = int(np.count_nonzero(inliers(n, d)))
         if count > best_count:
             best_count, best = count, (n, d)
     if best is None:
         return None
     n, d = best
-    inl = np.abs(pts @ n + d) < thr
+    inl = inliers(n, d)
     # least-squares refinement on the inliers
     P = pts[inl]
     c = P.mean(0)
@@ -99,7 +130,7 @@ def fit_plane_ransac(
     d2 = -float(n2 @ c)
     if d2 > 0 and -n2[1] >= cos_max:
         n, d = n2, d2
-        inl = np.abs(pts @ n + d) < thr
+        inl = inliers(n, d)
     return n, d, inl
 
 
@@ -129,10 +160,17 @@ def fit_ground(
         cand = np.zeros((H, W), bool)
         cand[int(H * 0.55) :, :] = True  # the lower part of the photo
         cand &= np.isfinite(depth)
+    normals = surface_normals(pts)
+    # the ground faces up: leave out the vertical surfaces (box fronts, walls) of the candidates
+    up = np.abs(np.nan_to_num(normals[..., 1])) >= np.cos(np.radians(MAX_TILT_DEG))
+    if np.count_nonzero(cand & up) >= 200:
+        cand &= up
     P = pts[cand]
+    N = normals[cand]
     if len(P) > 20000:
-        P = P[rng.choice(len(P), 20000, replace=False)]
-    fit = fit_plane_ransac(P.astype(np.float64), rng)
+        pick = rng.choice(len(P), 20000, replace=False)
+        P, N = P[pick], N[pick]
+    fit = fit_plane_ransac(P.astype(np.float64), rng, normals=N.astype(np.float64))
     if fit is not None and fit[2].mean() > 0.15:
         n, d, inl = fit
         method, frac = "ransac", float(inl.mean())

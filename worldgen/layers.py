@@ -73,7 +73,15 @@ Method (``split_layers``):
    continue everywhere. The nearest layer hides nothing. The sky's hidden region (what nearer
    content hides of the sky near the skyline) is filled like any other; the outpaint step
    handles the dome beyond the photo.
-7. ``enabled=False``: one layer ``scene`` (kind ``background``) with every pixel visible.
+7. **Occluded layers**: a depth edge with the same layer on both sides (an object the split
+   left in the background because the image border cuts it or it rests against a wall, a
+   self-occluding shape) opens too when the camera moves. For such edges of layer ``L`` an
+   extra layer ``L-occluded`` (kind ``occluded``, right after ``L``) holds the surface behind
+   their near side: its hidden region is the near side within the parallax margin of each edge
+   fragment (as in 6., per 8-connected fragment), where the nearest far-side pixel of any cut is
+   in ``L`` (above a box the sky's own hidden region covers it). It shows no photo pixel; the
+   fill continues ``L``'s pixels away from those near sides (``SceneLayer.context``).
+8. ``enabled=False``: one layer ``scene`` (kind ``background``) with every pixel visible.
 
 Without labels (a user depth map), sky is the far plateau at ``>= sky_depth_ratio`` of the
 largest depth when a clear gap separates it from the rest (a dome), ground is what lies within
@@ -95,6 +103,10 @@ from .camera import Intrinsics
 from .depth.base import CEILING, GROUND, SKY, VERTICAL
 from .errors import InputError
 from .ground import GroundFit, unproject
+
+#: unknown pixels within this distance of a region to synthesise are synthesised with it (the
+#: context a fill sees around a hidden region)
+FILL_CONTEXT_PX = 16
 
 _FOUR = ndi.generate_binary_structure(2, 1)
 _EIGHT = ndi.generate_binary_structure(2, 2)
@@ -170,12 +182,15 @@ class SceneLayer:
 
     name:    "sky", "background", "foreground-1" (farther), "foreground-2" (nearer), ... or
              "scene" when layering is disabled
-    kind:    "sky" | "background" | "foreground"
+    kind:    "sky" | "background" | "foreground" | "occluded" (the surface behind depth edges
+             inside another layer: "<base>-occluded", right after its base layer)
     visible: [H, W] bool, the pixels of the photo this layer shows
     alpha:   [H, W] float32 in [0, 1]: 1 on visible and hidden pixels, a ramp beyond the
              silhouette where the layer borders a farther layer across a depth edge, 0 elsewhere
     hidden:  [H, W] bool, the pixels this layer must synthesise (hidden by nearer layers within the
              parallax margin, plus the halo of mixed colours next to their silhouettes)
+    context: [H, W] bool, the photo pixels a fill may continue into ``hidden`` (None: ``visible``);
+             an "occluded" layer shows nothing (``visible`` empty) but continues its base layer
     """
 
     name: str
@@ -183,6 +198,12 @@ class SceneLayer:
     visible: np.ndarray
     alpha: np.ndarray
     hidden: np.ndarray
+    context: np.ndarray | None = None
+
+    @property
+    def known(self) -> np.ndarray:
+        """[H, W] bool, the pixels whose photo colour and depth this layer continues."""
+        return self.visible if self.context is None else self.context
 
     @property
     def ramp(self) -> np.ndarray:
@@ -769,6 +790,94 @@ def _object_levels(
     return {o: remap[lv] for o, lv in level.items()}, conflicts
 
 
+def _layer_name(k: int) -> str:
+    """Name of the layer of order ``k`` (0 sky, 1 background, 1 + i foreground-i)."""
+    return "sky" if k == 0 else ("background" if k == 1 else f"foreground-{k - 1}")
+
+
+def _occluded_layer(
+    k: int,
+    base: SceneLayer,
+    G: _CutGraph,
+    order_map: np.ndarray,
+    depth: np.ndarray,
+    f_px: float,
+    cfg: LayerConfig,
+    extent=None,
+) -> tuple[SceneLayer, dict] | None:
+    """The surface behind the depth edges inside layer ``k`` (both sides of the cut in it).
+
+    Its hidden region is the near side of those edges within the parallax margin of each edge
+    fragment (``f * walk_radius * (1/z_near - 1/z_far)`` with the fragment's median near depth
+    and 90th-percentile far depth, plus ``halo_px``), where a pixel is on the near side when it
+    is nearer than the far side's nearest edge pixel. It shows nothing of the photo: its
+    ``visible`` pixels are the context a fill continues (the layer's pixels minus the near side
+    around those edges), its alpha is 1 on the hidden region only. ``extent(p_far)``, if given,
+    bounds the hidden region given the far-side pixels of the cuts (flat indices).
+    """
+    H, W = order_map.shape
+    flat = order_map.ravel()
+    inner = G.cut & (flat[G.a] == k) & (flat[G.b] == k)
+    if not inner.any():
+        return None
+    p_near = np.where(G.a_near, G.a, G.b)[inner]
+    p_far = np.where(G.a_near, G.b, G.a)[inner]
+    near_px = np.zeros(H * W, bool)
+    near_px[p_near] = True
+    near_px = near_px.reshape(H, W)
+    # the far side of every depth edge whose near side is in this layer, whatever layer is
+    # behind: where the nearest one is another layer (the sky above a box's top), that layer's
+    # own hidden region already covers the near side
+    out = G.cut & ((flat[G.a] == k) & G.a_near | (flat[G.b] == k) & ~G.a_near)
+    far_all = np.where(G.a_near, G.b, G.a)[out]
+    far_px = np.zeros(H * W, bool)
+    far_px[far_all] = True
+    far_px = far_px.reshape(H, W)
+    frag, n_frag = ndi.label(near_px, structure=_EIGHT)
+    fr = frag.ravel()[p_near]
+    zn = _median_groups(fr, G.depth[p_near])
+    zf = _median_groups(fr, G.depth[p_far], q=90.0)
+    lut = np.zeros(n_frag + 1)
+    for f in range(1, n_frag + 1):
+        if f in zn:
+            inv = max(0.0, 1.0 / zn[f] - 1.0 / zf[f])
+            lut[f] = math.ceil(f_px * cfg.walk_radius * inv) + cfg.halo_px
+    reach = float(lut.max()) + FILL_CONTEXT_PX + 2
+    dist, (iy, ix) = ndi.distance_transform_edt(~near_px, return_indices=True)
+    margin = lut[frag[iy, ix]]
+    _, (fy, fx) = ndi.distance_transform_edt(~far_px, return_indices=True)
+    near_side = (
+        (order_map >= k)
+        & (order_map[fy, fx] == k)
+        & (depth * (1.0 + 0.5 * cfg.edge_threshold) < depth[fy, fx])
+    )
+    hidden = near_side & (dist <= margin)
+    if extent is not None:  # where the layer may continue (a foreground object's hull)
+        hidden &= extent(p_far)
+    if not hidden.any():
+        return None
+    context = base.visible & ~(
+        near_side & (dist <= np.minimum(margin + FILL_CONTEXT_PX + 2, reach))
+    )
+    alpha = hidden.astype(np.float32)
+    facts = {
+        "pixels": 0,
+        "visible": 0,
+        "hidden": int(hidden.sum()),
+        "soft": 0,
+        "median_depth": None,
+        "objects": 0,
+        "edge_fragments": int(n_frag),
+        "margins_px": {"max": int(lut.max())},
+    }
+    return (
+        SceneLayer(
+            f"{base.name}-occluded", "occluded", np.zeros_like(hidden), alpha, hidden, context
+        ),
+        facts,
+    )
+
+
 def split_layers(
     image: np.ndarray,
     depth: np.ndarray,
@@ -898,7 +1007,7 @@ def split_layers(
         alpha[mine | hidden] = 1.0
         visible = mine & ~halo
         kind = "sky" if k == 0 else ("background" if k == 1 else "foreground")
-        name = kind if k <= 1 else f"foreground-{k - 1}"
+        name = _layer_name(k)
         owner[mine] = len(layers)
         layers.append(SceneLayer(name, kind, visible, alpha, hidden))
         zs = depth64[mine]
@@ -917,6 +1026,29 @@ def split_layers(
                 },
             }
         )
+
+    # 7. occluded layers: depth edges inside one layer (an object the split left in the
+    # background, e.g. one cut by the image border or resting against a wall) still open when
+    # the camera moves; the surface behind their near side goes on an extra layer
+    for k in range(2 + n_fg - 1, 0, -1):  # nearest first: insertions keep lower indices
+        pos = next((i for i, L in enumerate(layers) if L.name == _layer_name(k)), None)
+        extent = None
+        if k >= 2:  # a foreground layer continues only within the hull of its objects
+
+            def extent(p_far: np.ndarray) -> np.ndarray:
+                return hull_of(np.unique(comp.ravel()[p_far]))
+
+        occ = (
+            None
+            if pos is None
+            else _occluded_layer(k, layers[pos], G, order_map, depth64, f_px, cfg, extent)
+        )
+        if occ is None:
+            continue
+        layer, facts = occ
+        layers.insert(pos + 1, layer)
+        layer_info.insert(pos + 1, {"name": layer.name, "kind": layer.kind, **facts})
+        owner[owner > pos] += 1
 
     info = {
         "enabled": True,

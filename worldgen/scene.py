@@ -18,13 +18,10 @@ from .config import BuildConfig
 from .depth.base import SKY
 from .fill import GroundPlane
 from .ground import GroundFit
-from .layers import LayerSplit
+from .layers import FILL_CONTEXT_PX, LayerSplit
 from .lift import lift
 from .outpaint import Panorama, lift_panorama, lift_sky
 from .splats import Splats
-
-#: unknown pixels within this distance of a region to synthesise are synthesised with it
-FILL_CONTEXT_PX = 16
 
 
 @dataclass
@@ -88,7 +85,7 @@ def compose_layers(
     for layer in split.layers:
         m = margin_px if layer.kind in ("background", "scene") else 0
         L_intr = intr.with_size(W + 2 * m, H + 2 * m) if m else intr
-        vis = _pad(layer.visible, m, False)
+        vis = _pad(layer.known, m, False)
         hid = _pad(layer.hidden, m, False)
         alpha_in = _pad(layer.alpha, m, 0.0)
         img = _pad(image, m, 0.0)
@@ -104,6 +101,7 @@ def compose_layers(
                 near = labels[np.clip(yy - m, 0, H - 1), np.clip(xx - m, 0, W - 1)]
                 border[yy[near == SKY], xx[near == SKY]] = False
         todo = hid | border
+        shown = _pad(layer.visible, m, False)
         ramp = (alpha_in > 0) & ~vis & ~todo
         rgb = img.copy()
         d = np.where(vis, d0, np.nan).astype(np.float32)
@@ -147,7 +145,8 @@ def compose_layers(
             d[todo] = sky_distance / np.linalg.norm(ray, axis=-1)
         d = _extend_depth(d, vis, ramp)
         alpha = np.where(todo, 1.0, alpha_in).astype(np.float32)
-        keep = (vis | todo | ramp) & np.isfinite(d)
+        # (an occluded layer shows nothing of the photo: only what it synthesised is lifted)
+        keep = (shown | todo | ramp) & np.isfinite(d)
         d[~keep] = np.nan
         alpha[~keep] = 0.0
         out.append(BundleLayer(layer.name, layer.kind, "perspective", rgb, d, alpha, lab, L_intr))
