@@ -52,3 +52,14 @@ def tool(name: str) -> str:
     if os.environ.get("WORLDGEN_ALLOW_MISSING_TOOLS"):
         pytest.skip(f"{name} not installed (run tools/setup.sh --test)")
     pytest.fail(f"{name} not installed: run `bash tools/setup.sh --test`")
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory) -> Path:
+    """A small layered world bundle (96x72 synthetic photo, default preset) shared by the
+    exporter and viewer tests. Read-only: tests copy it before changing anything."""
+    from worldgen.pipeline import build
+
+    d = tmp_path_factory.mktemp("small_world")
+    img = save_rgb(textured(72, 96, seed=3), d / "photo.png")
+    return build(img, d / "small.world", use_cache=False).path
