@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up everything worldgen needs on a fresh Debian machine; safe to re-run (skips what's done).
-#   - Debian packages (when root): Node.js/npm if missing (the test validators need node >= 20)
+#   - Debian packages (when root, only those missing): Mesa's EGL/OpenGL (headless rendering
+#     through llvmpipe); with --test also Xvfb (the viewer window test) and Node.js/npm
 #   - a virtual environment in .venv/ with the CPU build of torch installed FIRST (otherwise a
-#     dependency pulls a multi-GB CUDA build), then worldgen in editable mode with [dev]
+#     dependency pulls a multi-GB CUDA build), then worldgen in editable mode with [dev,viewer]
 #   - with --test: the third-party validators from npm (splat-transform, glTF validator)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,26 @@ apt_install() {
   fi
 }
 
+# packages not installed yet (dpkg's view), so a re-run does not touch apt at all
+missing_debs() {
+  local p out=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || out+=("$p")
+  done
+  echo "${out[@]:-}"
+}
+
+# --- OpenGL (headless EGL through Mesa llvmpipe; a real window under Xvfb for the tests) ------
+if command -v dpkg-query >/dev/null; then
+  gl_debs=(libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri libglx-mesa0)
+  [ "$want_test_tools" = 1 ] && gl_debs+=(xvfb xauth)
+  need=$(missing_debs "${gl_debs[@]}")
+  if [ -n "$need" ]; then
+    # shellcheck disable=SC2086
+    apt_install $need || say "without them, rendering falls back to the CPU rasterizer"
+  fi
+fi
+
 # --- Python -------------------------------------------------------------------------------
 if ! "$PY" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
   echo "setup.sh: worldgen needs Python >= 3.11 (found: $("$PY" --version 2>&1))" >&2; exit 1
@@ -47,8 +68,8 @@ if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
 fi
 stamp=.venv/.worldgen-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  say "installing worldgen (editable) with [dev]"
-  "${PIP[@]}" install -e ".[dev]"
+  say "installing worldgen (editable) with [dev,viewer]"
+  "${PIP[@]}" install -e ".[dev,viewer]"
   say "compiling the numba kernels (cached on disk)"
   .venv/bin/python -c 'from worldgen.fill.patchmatch import warmup; warmup()'
   touch "$stamp"
