@@ -13,6 +13,8 @@ from ..camera import Camera
 from ..errors import BackendError
 from ..splats import Splats
 from .common import RasterSettings, RenderOutput, RenderWeights, make_settings
+from .cpu import available as cpu_available
+from .cpu import rasterize_cpu
 from .reference import rasterize_reference
 from .torch_backend import rasterize_torch, render_weights_torch
 
@@ -47,6 +49,7 @@ def register_backend(
 
 register_backend("torch", rasterize_torch, auto_priority=0)
 register_backend("reference", rasterize_reference)
+register_backend("cpu", rasterize_cpu, is_available=cpu_available, auto_priority=10)
 
 
 def available_backends() -> list[str]:

@@ -249,21 +249,36 @@ def camera_tensors(camera: Camera, device, dtype=torch.float64):
     return K, V
 
 
-def project(splats: Splats, camera: Camera, settings: RasterSettings) -> Projected:
-    """gsplat's fully fused projection (pinhole, classic mode) in float64 for every splat."""
-    f64 = torch.float64
+def project(
+    splats: Splats,
+    camera: Camera,
+    settings: RasterSettings,
+    *,
+    dtype: torch.dtype = torch.float64,
+    grad: bool = False,
+) -> Projected:
+    """gsplat's fully fused projection (pinhole, classic mode) for every splat, in ``dtype``.
+
+    ``grad=True`` keeps the autograd graph from the splat parameters to ``mean2d``, ``conic``,
+    ``depth``, ``opacity`` and ``color`` (``half_extent`` and ``valid`` are never differentiated:
+    they only decide which pairs are looked at)."""
+    f64 = dtype
+
+    def src(t: torch.Tensor) -> torch.Tensor:
+        return (t if grad else t.detach()).to(f64)
+
     dev = splats.means.device
     W, H = settings.width, settings.height
-    K, V = camera_tensors(camera, dev)
-    means = splats.means.detach().to(f64)
+    K, V = camera_tensors(camera, dev, dtype=f64)
+    means = src(splats.means)
     Rv, tv = V[:3, :3], V[:3, 3]
     mc = means @ Rv.T + tv
     x, y, z = mc.unbind(-1)
     in_depth = (z >= settings.near) & (z <= settings.far)
     zs = torch.where(in_depth, z, torch.ones_like(z))
 
-    Rq = quat_to_rotmat(splats.quats.detach().to(f64))
-    M = Rq * torch.exp(splats.log_scales.detach().to(f64))[:, None, :]
+    Rq = quat_to_rotmat(src(splats.quats))
+    M = Rq * torch.exp(src(splats.log_scales))[:, None, :]
     cov_c = Rv @ (M @ M.transpose(1, 2)) @ Rv.T  # [N, 3, 3]
 
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
@@ -289,19 +304,20 @@ def project(splats: Splats, camera: Camera, settings: RasterSettings) -> Project
     conic = torch.stack([c11 / det_safe, -c01 / det_safe, c00 / det_safe], dim=-1)
     mean2d = torch.stack([fx * x / zs + cx, fy * y / zs + cy], dim=-1)
 
-    opacity = torch.sigmoid(splats.logit_opacities.detach().to(f64))
+    opacity = torch.sigmoid(src(splats.logit_opacities))
     valid = in_depth & (det > 0) & (opacity >= ALPHA_MIN)
     valid &= torch.isfinite(mean2d).all(-1) & torch.isfinite(conic).all(-1)
     # the ellipse where opacity * exp(-sigma) >= 1/255 is {d : d^T conic d <= 2 ln(255 opacity)}
-    extend = torch.sqrt(2.0 * torch.log(opacity.clamp_min(ALPHA_MIN) / ALPHA_MIN)).clamp(
-        max=EXTEND_MAX
-    )
-    half_extent = extend[:, None] * torch.stack([c00, c11], dim=-1).clamp_min(0).sqrt()
+    with torch.no_grad():
+        extend = torch.sqrt(2.0 * torch.log(opacity.clamp_min(ALPHA_MIN) / ALPHA_MIN)).clamp(
+            max=EXTEND_MAX
+        )
+        half_extent = extend[:, None] * torch.stack([c00, c11], dim=-1).clamp_min(0).sqrt()
     # gsplat also drops splats whose box misses the image; those reach no pixel anyway
     valid &= torch.isfinite(half_extent).all(-1)
 
     cam_centre = -Rv.T @ tv
-    color = sh_colors(splats.sh.detach().to(f64), means, cam_centre, settings.sh_degree)
+    color = sh_colors(src(splats.sh), means, cam_centre, settings.sh_degree)
     return Projected(mean2d, conic, z, opacity, color, half_extent, valid)
 
 

@@ -2,7 +2,8 @@
 
 Slow and obviously correct; the ground truth of the tests. It follows the rules written in
 ``common.py`` literally and uses no bounding boxes: whether a splat reaches a pixel is decided by
-the alpha test alone.
+the alpha test alone. Differentiable by autograd (w.r.t. every splat parameter) when the splat
+tensors require grad: the ground truth of the gradient tests too.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from .common import T_MIN, RasterSettings, RenderOutput, finish, pair_alpha, pro
 MAX_PAIRS = 4_000_000
 
 
-@torch.no_grad()
 def rasterize_reference(splats: Splats, camera: Camera, settings: RasterSettings) -> RenderOutput:
     W, H = settings.width, settings.height
     P, N = W * H, len(splats)
@@ -29,7 +29,11 @@ def rasterize_reference(splats: Splats, camera: Camera, settings: RasterSettings
         )
     dev = splats.means.device
     f64 = torch.float64
-    proj = project(splats, camera, settings)
+    grad = torch.is_grad_enabled() and any(
+        t.requires_grad
+        for t in (splats.means, splats.quats, splats.log_scales, splats.logit_opacities, splats.sh)
+    )
+    proj = project(splats, camera, settings, grad=grad)
 
     # pixel centres: column i at u = i, row j at v = j; flat index j * W + i
     v, u = torch.meshgrid(
@@ -56,10 +60,10 @@ def rasterize_reference(splats: Splats, camera: Camera, settings: RasterSettings
         live = counted[:, s] & ~done
         next_T = T * (1.0 - a_s)
         stop = live & (next_T <= T_MIN)  # this splat is not composited; the pixel is finished
-        done |= stop
+        done = done | stop
         comp = live & ~stop
         w = torch.where(comp, a_s * T, torch.zeros_like(T))
-        rgb += w[:, None] * proj.color[s]
-        depth += w * proj.depth[s]
+        rgb = rgb + w[:, None] * proj.color[s]
+        depth = depth + w * proj.depth[s]
         T = torch.where(comp, next_T, T)
     return finish(rgb, depth, T, settings)
