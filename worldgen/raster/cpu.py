@@ -28,6 +28,7 @@ The depth output (expected camera z) is not differentiated.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -37,6 +38,8 @@ from ..splats import Splats
 from .common import (
     ALPHA_MAX,
     ALPHA_MIN,
+    EPS2D,
+    EXTEND_MAX,
     T_MIN,
     RasterSettings,
     RenderOutput,
@@ -209,10 +212,9 @@ if HAVE_NUMBA:
             s0 = starts[t]
             P = TILE * TILE
             T = np.zeros(P, np.float32)  # transmittance after the entry being undone
-            Tf = np.zeros(P, np.float32)
             S = np.zeros((P, 3), np.float32)  # colour composited behind (incl. background)
             G = np.zeros((P, 3), np.float32)
-            GA = np.zeros(P, np.float32)
+            GT = np.zeros(P, np.float32)  # g_alpha * T_final
             L = np.zeros(P, np.int32)
             kmax = 0
             for py in range(th):
@@ -221,14 +223,13 @@ if HAVE_NUMBA:
                     u = x0 + px
                     v = y0 + py
                     T[p] = T_fin[v, u]
-                    Tf[p] = T_fin[v, u]
                     S[p, 0] = T[p] * bg[0]
                     S[p, 1] = T[p] * bg[1]
                     S[p, 2] = T[p] * bg[2]
                     G[p, 0] = g_rgb[v, u, 0]
                     G[p, 1] = g_rgb[v, u, 1]
                     G[p, 2] = g_rgb[v, u, 2]
-                    GA[p] = g_alpha[v, u]
+                    GT[p] = g_alpha[v, u] * T_fin[v, u]
                     L[p] = last[v, u]
                     kmax = max(kmax, L[p])
             for kk in range(kmax - 1, -1, -1):
@@ -281,7 +282,7 @@ if HAVE_NUMBA:
                         g_bl += w * G[p, 2]
                         behind = S[p, 0] * G[p, 0] + S[p, 1] * G[p, 1] + S[p, 2] * G[p, 2]
                         mine = cr * G[p, 0] + cg * G[p, 1] + cbl * G[p, 2]
-                        dA = Ti * mine - behind / one_m + GA[p] * Tf[p] / one_m
+                        dA = Ti * mine - (behind - GT[p]) / one_m
                         S[p, 0] += w * cr
                         S[p, 1] += w * cg
                         S[p, 2] += w * cbl
@@ -314,6 +315,388 @@ if HAVE_NUMBA:
             for j in range(9):
                 out[i, j] += gp[k, j]
         return out
+
+
+if HAVE_NUMBA:
+    _C0 = 0.2820947917738781
+    _C1 = 0.48860251190292
+    _C2 = (1.092548430592079, 0.9461746957575601, 0.3153915652525201, 0.5462742152960395)
+    _C3 = (
+        2.285228997322329,
+        0.4570457994644658,
+        1.445305721320277,
+        0.5900435899266435,
+        1.865881662950577,
+        1.119528997770346,
+    )
+
+    @njit(cache=True, inline="always")
+    def _sh_basis(deg, x, y, z, out, dout):
+        """Real SH bases (gsplat's) at the unit direction (x, y, z) and their derivatives
+        d b_k / d (x, y, z) in ``dout [16, 3]``."""
+        out[0] = _C0
+        for k in range(16):
+            dout[k, 0] = 0.0
+            dout[k, 1] = 0.0
+            dout[k, 2] = 0.0
+        if deg < 1:
+            return
+        out[1] = -_C1 * y
+        dout[1, 1] = -_C1
+        out[2] = _C1 * z
+        dout[2, 2] = _C1
+        out[3] = -_C1 * x
+        dout[3, 0] = -_C1
+        if deg < 2:
+            return
+        out[4] = _C2[3] * 2.0 * x * y
+        dout[4, 0] = 2.0 * _C2[3] * y
+        dout[4, 1] = 2.0 * _C2[3] * x
+        out[5] = -_C2[0] * z * y
+        dout[5, 1] = -_C2[0] * z
+        dout[5, 2] = -_C2[0] * y
+        out[6] = _C2[1] * z * z - _C2[2]
+        dout[6, 2] = 2.0 * _C2[1] * z
+        out[7] = -_C2[0] * z * x
+        dout[7, 0] = -_C2[0] * z
+        dout[7, 2] = -_C2[0] * x
+        out[8] = _C2[3] * (x * x - y * y)
+        dout[8, 0] = 2.0 * _C2[3] * x
+        dout[8, 1] = -2.0 * _C2[3] * y
+        if deg < 3:
+            return
+        tc = -_C3[0] * z * z + _C3[1]
+        out[9] = -_C3[3] * (3.0 * x * x * y - y * y * y)
+        dout[9, 0] = -_C3[3] * 6.0 * x * y
+        dout[9, 1] = -_C3[3] * (3.0 * x * x - 3.0 * y * y)
+        out[10] = _C3[2] * z * 2.0 * x * y
+        dout[10, 0] = 2.0 * _C3[2] * z * y
+        dout[10, 1] = 2.0 * _C3[2] * z * x
+        dout[10, 2] = 2.0 * _C3[2] * x * y
+        out[11] = tc * y
+        dout[11, 1] = tc
+        dout[11, 2] = -2.0 * _C3[0] * z * y
+        out[12] = z * (_C3[4] * z * z - _C3[5])
+        dout[12, 2] = 3.0 * _C3[4] * z * z - _C3[5]
+        out[13] = tc * x
+        dout[13, 0] = tc
+        dout[13, 2] = -2.0 * _C3[0] * z * x
+        out[14] = _C3[2] * z * (x * x - y * y)
+        dout[14, 0] = 2.0 * _C3[2] * z * x
+        dout[14, 1] = -2.0 * _C3[2] * z * y
+        dout[14, 2] = _C3[2] * (x * x - y * y)
+        out[15] = -_C3[3] * (x * x * x - 3.0 * x * y * y)
+        dout[15, 0] = -_C3[3] * (3.0 * x * x - 3.0 * y * y)
+        dout[15, 1] = 6.0 * _C3[3] * x * y
+
+    @njit(cache=True, inline="always")
+    def _rotmat(qw, qx, qy, qz, R):
+        R[0, 0] = 1.0 - 2.0 * (qy * qy + qz * qz)
+        R[0, 1] = 2.0 * (qx * qy - qw * qz)
+        R[0, 2] = 2.0 * (qx * qz + qw * qy)
+        R[1, 0] = 2.0 * (qx * qy + qw * qz)
+        R[1, 1] = 1.0 - 2.0 * (qx * qx + qz * qz)
+        R[1, 2] = 2.0 * (qy * qz - qw * qx)
+        R[2, 0] = 2.0 * (qx * qz - qw * qy)
+        R[2, 1] = 2.0 * (qy * qz + qw * qx)
+        R[2, 2] = 1.0 - 2.0 * (qx * qx + qy * qy)
+
+    @njit(parallel=True, cache=True)
+    def _project_fwd(means, quats, log_scales, logits, sh, deg, Rv, tv, cam, W, H, near, far):
+        """gsplat's projection (common.project) per splat, float64 inside.
+
+        cam = (fx, fy, cx, cy). Returns float32 [n, 12]: mean2d (2), conic (3), depth,
+        opacity, color (3), half extent (2), and valid [n] bool."""
+        n = means.shape[0]
+        out = np.zeros((n, 12), np.float32)
+        valid = np.zeros(n, np.bool_)
+        fx, fy, cx, cy = cam[0], cam[1], cam[2], cam[3]
+        tan_fx = 0.5 * W / fx
+        tan_fy = 0.5 * H / fy
+        lxp = (W - cx - 0.5) / fx + 0.3 * tan_fx
+        lxn = (cx + 0.5) / fx + 0.3 * tan_fx
+        lyp = (H - cy - 0.5) / fy + 0.3 * tan_fy
+        lyn = (cy + 0.5) / fy + 0.3 * tan_fy
+        # camera centre in the splats' frame: -Rv^T tv
+        ccx = -(Rv[0, 0] * tv[0] + Rv[1, 0] * tv[1] + Rv[2, 0] * tv[2])
+        ccy = -(Rv[0, 1] * tv[0] + Rv[1, 1] * tv[1] + Rv[2, 1] * tv[2])
+        ccz = -(Rv[0, 2] * tv[0] + Rv[1, 2] * tv[1] + Rv[2, 2] * tv[2])
+        K = (deg + 1) * (deg + 1)
+        for i in prange(n):
+            R = np.empty((3, 3))
+            M = np.empty((3, 3))
+            S = np.empty((3, 3))
+            Sc = np.empty((3, 3))
+            T1 = np.empty((3, 3))
+            basis = np.empty(16)
+            dbasis = np.empty((16, 3))
+            mx, my, mz = means[i, 0], means[i, 1], means[i, 2]
+            x = Rv[0, 0] * mx + Rv[0, 1] * my + Rv[0, 2] * mz + tv[0]
+            y = Rv[1, 0] * mx + Rv[1, 1] * my + Rv[1, 2] * mz + tv[1]
+            z = Rv[2, 0] * mx + Rv[2, 1] * my + Rv[2, 2] * mz + tv[2]
+            op = 1.0 / (1.0 + math.exp(-logits[i]))
+            out[i, 5] = z
+            out[i, 6] = op
+            if not (z >= near and z <= far) or op < ALPHA_MIN:
+                continue
+            qn = math.sqrt(
+                quats[i, 0] ** 2 + quats[i, 1] ** 2 + quats[i, 2] ** 2 + quats[i, 3] ** 2
+            )
+            qn = max(qn, 1e-12)
+            _rotmat(quats[i, 0] / qn, quats[i, 1] / qn, quats[i, 2] / qn, quats[i, 3] / qn, R)
+            for a in range(3):
+                for b in range(3):
+                    M[a, b] = R[a, b] * math.exp(log_scales[i, b])
+            for a in range(3):
+                for b in range(3):
+                    S[a, b] = M[a, 0] * M[b, 0] + M[a, 1] * M[b, 1] + M[a, 2] * M[b, 2]
+            for a in range(3):  # T1 = Rv S
+                for b in range(3):
+                    T1[a, b] = Rv[a, 0] * S[0, b] + Rv[a, 1] * S[1, b] + Rv[a, 2] * S[2, b]
+            for a in range(3):  # Sc = T1 Rv^T
+                for b in range(3):
+                    Sc[a, b] = T1[a, 0] * Rv[b, 0] + T1[a, 1] * Rv[b, 1] + T1[a, 2] * Rv[b, 2]
+            tx = z * min(max(x / z, -lxn), lxp)
+            ty = z * min(max(y / z, -lyn), lyp)
+            j00 = fx / z
+            j02 = -fx * tx / (z * z)
+            j11 = fy / z
+            j12 = -fy * ty / (z * z)
+            # C = J Sc J^T with J = [[j00, 0, j02], [0, j11, j12]]
+            c00 = j00 * j00 * Sc[0, 0] + 2.0 * j00 * j02 * Sc[0, 2] + j02 * j02 * Sc[2, 2] + EPS2D
+            c11 = j11 * j11 * Sc[1, 1] + 2.0 * j11 * j12 * Sc[1, 2] + j12 * j12 * Sc[2, 2] + EPS2D
+            c01 = (
+                j00 * j11 * Sc[0, 1]
+                + j00 * j12 * Sc[0, 2]
+                + j02 * j11 * Sc[2, 1]
+                + j02 * j12 * Sc[2, 2]
+            )
+            det = c00 * c11 - c01 * c01
+            if not det > 0:
+                continue
+            u = fx * x / z + cx
+            v = fy * y / z + cy
+            ext = min(math.sqrt(2.0 * math.log(max(op, ALPHA_MIN) / ALPHA_MIN)), EXTEND_MAX)
+            out[i, 0] = u
+            out[i, 1] = v
+            out[i, 2] = c11 / det
+            out[i, 3] = -c01 / det
+            out[i, 4] = c00 / det
+            out[i, 10] = ext * math.sqrt(c00)
+            out[i, 11] = ext * math.sqrt(c11)
+            dx, dy, dz = mx - ccx, my - ccy, mz - ccz
+            dn = max(math.sqrt(dx * dx + dy * dy + dz * dz), 1e-12)
+            _sh_basis(deg, dx / dn, dy / dn, dz / dn, basis, dbasis)
+            for ch in range(3):
+                acc = 0.0
+                for k in range(K):
+                    acc += basis[k] * sh[i, k, ch]
+                out[i, 7 + ch] = max(acc + 0.5, 0.0)
+            valid[i] = np.isfinite(u) and np.isfinite(v)
+        return out, valid
+
+    @njit(parallel=True, cache=True)
+    def _project_bwd(
+        means, quats, log_scales, logits, sh, deg, Rv, tv, cam, W, H, valid, g_in
+    ):  # fmt: skip
+        """Gradients of (mean2d, conic, opacity, color) = g_in [n, 9] (u, v, a, b, c, o, r, g,
+        b) w.r.t. means [n,3], quats [n,4], log_scales [n,3], logits [n], sh [n,K,3]."""
+        n = means.shape[0]
+        K = (deg + 1) * (deg + 1)
+        g_means = np.zeros((n, 3))
+        g_quats = np.zeros((n, 4))
+        g_ls = np.zeros((n, 3))
+        g_logit = np.zeros(n)
+        g_sh = np.zeros((n, K, 3))
+        fx, fy, cx, cy = cam[0], cam[1], cam[2], cam[3]
+        tan_fx = 0.5 * W / fx
+        tan_fy = 0.5 * H / fy
+        lxp = (W - cx - 0.5) / fx + 0.3 * tan_fx
+        lxn = (cx + 0.5) / fx + 0.3 * tan_fx
+        lyp = (H - cy - 0.5) / fy + 0.3 * tan_fy
+        lyn = (cy + 0.5) / fy + 0.3 * tan_fy
+        ccx = -(Rv[0, 0] * tv[0] + Rv[1, 0] * tv[1] + Rv[2, 0] * tv[2])
+        ccy = -(Rv[0, 1] * tv[0] + Rv[1, 1] * tv[1] + Rv[2, 1] * tv[2])
+        ccz = -(Rv[0, 2] * tv[0] + Rv[1, 2] * tv[1] + Rv[2, 2] * tv[2])
+        for i in prange(n):
+            if not valid[i]:
+                continue
+            R = np.empty((3, 3))
+            M = np.empty((3, 3))
+            S = np.empty((3, 3))
+            Sc = np.empty((3, 3))
+            T1 = np.empty((3, 3))
+            gSc = np.empty((3, 3))
+            gS = np.empty((3, 3))
+            gM = np.empty((3, 3))
+            basis = np.empty(16)
+            dbasis = np.empty((16, 3))
+            mx, my, mz = means[i, 0], means[i, 1], means[i, 2]
+            x = Rv[0, 0] * mx + Rv[0, 1] * my + Rv[0, 2] * mz + tv[0]
+            y = Rv[1, 0] * mx + Rv[1, 1] * my + Rv[1, 2] * mz + tv[1]
+            z = Rv[2, 0] * mx + Rv[2, 1] * my + Rv[2, 2] * mz + tv[2]
+            op = 1.0 / (1.0 + math.exp(-logits[i]))
+            g_logit[i] = g_in[i, 5] * op * (1.0 - op)
+            qn = max(
+                math.sqrt(
+                    quats[i, 0] ** 2 + quats[i, 1] ** 2 + quats[i, 2] ** 2 + quats[i, 3] ** 2
+                ),
+                1e-12,
+            )
+            qw, qx, qy, qz = quats[i, 0] / qn, quats[i, 1] / qn, quats[i, 2] / qn, quats[i, 3] / qn
+            _rotmat(qw, qx, qy, qz, R)
+            sc0 = math.exp(log_scales[i, 0])
+            sc1 = math.exp(log_scales[i, 1])
+            sc2 = math.exp(log_scales[i, 2])
+            for a in range(3):
+                M[a, 0] = R[a, 0] * sc0
+                M[a, 1] = R[a, 1] * sc1
+                M[a, 2] = R[a, 2] * sc2
+            for a in range(3):
+                for b in range(3):
+                    S[a, b] = M[a, 0] * M[b, 0] + M[a, 1] * M[b, 1] + M[a, 2] * M[b, 2]
+            for a in range(3):
+                for b in range(3):
+                    T1[a, b] = Rv[a, 0] * S[0, b] + Rv[a, 1] * S[1, b] + Rv[a, 2] * S[2, b]
+            for a in range(3):
+                for b in range(3):
+                    Sc[a, b] = T1[a, 0] * Rv[b, 0] + T1[a, 1] * Rv[b, 1] + T1[a, 2] * Rv[b, 2]
+            clx = x / z
+            cly = y / z
+            free_x = -lxn <= clx <= lxp
+            free_y = -lyn <= cly <= lyp
+            clx = min(max(clx, -lxn), lxp)
+            cly = min(max(cly, -lyn), lyp)
+            tx = z * clx
+            ty = z * cly
+            j00 = fx / z
+            j02 = -fx * tx / (z * z)
+            j11 = fy / z
+            j12 = -fy * ty / (z * z)
+            c00 = j00 * j00 * Sc[0, 0] + 2.0 * j00 * j02 * Sc[0, 2] + j02 * j02 * Sc[2, 2] + EPS2D
+            c11 = j11 * j11 * Sc[1, 1] + 2.0 * j11 * j12 * Sc[1, 2] + j12 * j12 * Sc[2, 2] + EPS2D
+            c01 = (
+                j00 * j11 * Sc[0, 1]
+                + j00 * j12 * Sc[0, 2]
+                + j02 * j11 * Sc[2, 1]
+                + j02 * j12 * Sc[2, 2]
+            )
+            det = c00 * c11 - c01 * c01
+            ga, gb, gc = g_in[i, 2], g_in[i, 3], g_in[i, 4]
+            # conic = (c11, -c01, c00) / det
+            g_det = -(ga * c11 - gb * c01 + gc * c00) / (det * det)
+            g00 = gc / det + g_det * c11
+            g11 = ga / det + g_det * c00
+            g01 = -gb / det - 2.0 * g_det * c01  # w.r.t. the symmetric off-diagonal value
+            # C = J Sc J^T: with Gc = [[g00, g01/2], [g01/2, g11]],
+            # g_J = 2 Gc J Sc and g_Sc = J^T Gc J
+            h = 0.5 * g01
+            # rows of Gc J (2 x 3): J = [[j00, 0, j02], [0, j11, j12]]
+            gj0 = (g00 * j00, h * j11, g00 * j02 + h * j12)
+            gj1 = (h * j00, g11 * j11, h * j02 + g11 * j12)
+            # g_J = 2 (Gc J) Sc; only entries 00, 02, 11, 12 of J vary
+            gJ00 = 2.0 * (gj0[0] * Sc[0, 0] + gj0[1] * Sc[1, 0] + gj0[2] * Sc[2, 0])
+            gJ02 = 2.0 * (gj0[0] * Sc[0, 2] + gj0[1] * Sc[1, 2] + gj0[2] * Sc[2, 2])
+            gJ11 = 2.0 * (gj1[0] * Sc[0, 1] + gj1[1] * Sc[1, 1] + gj1[2] * Sc[2, 1])
+            gJ12 = 2.0 * (gj1[0] * Sc[0, 2] + gj1[1] * Sc[1, 2] + gj1[2] * Sc[2, 2])
+            # g_Sc = J^T (Gc J): column k of J^T times rows of Gc J
+            Jt = ((j00, 0.0), (0.0, j11), (j02, j12))
+            for a in range(3):
+                for b in range(3):
+                    gSc[a, b] = Jt[a][0] * gj0[b] + Jt[a][1] * gj1[b]
+            # mean2d
+            gu, gv = g_in[i, 0], g_in[i, 1]
+            g_x = gu * fx / z
+            g_y = gv * fy / z
+            g_z = -(gu * fx * x + gv * fy * y) / (z * z)
+            # J entries
+            g_z += -gJ00 * fx / (z * z) - gJ11 * fy / (z * z)
+            g_tx = -gJ02 * fx / (z * z)
+            g_z += gJ02 * 2.0 * fx * tx / (z * z * z)
+            g_ty = -gJ12 * fy / (z * z)
+            g_z += gJ12 * 2.0 * fy * ty / (z * z * z)
+            if free_x:
+                g_x += g_tx
+            else:
+                g_z += g_tx * clx
+            if free_y:
+                g_y += g_ty
+            else:
+                g_z += g_ty * cly
+            # camera point -> means
+            for a in range(3):
+                g_means[i, a] += Rv[0, a] * g_x + Rv[1, a] * g_y + Rv[2, a] * g_z
+            # Sc = Rv S Rv^T -> g_S = Rv^T g_Sc Rv (symmetrised)
+            for a in range(3):
+                for b in range(3):
+                    acc = 0.0
+                    for c in range(3):
+                        for d in range(3):
+                            acc += Rv[c, a] * gSc[c, d] * Rv[d, b]
+                    gS[a, b] = acc
+            # S = M M^T -> g_M = (g_S + g_S^T) M
+            for a in range(3):
+                for b in range(3):
+                    gM[a, b] = (
+                        (gS[a, 0] + gS[0, a]) * M[0, b]
+                        + (gS[a, 1] + gS[1, a]) * M[1, b]
+                        + (gS[a, 2] + gS[2, a]) * M[2, b]
+                    )
+            # M = R diag(s)
+            scs = (sc0, sc1, sc2)
+            for b in range(3):
+                acc = 0.0
+                for a in range(3):
+                    acc += gM[a, b] * R[a, b]
+                g_ls[i, b] = acc * scs[b]
+            G00, G01, G02 = gM[0, 0] * sc0, gM[0, 1] * sc1, gM[0, 2] * sc2
+            G10, G11, G12 = gM[1, 0] * sc0, gM[1, 1] * sc1, gM[1, 2] * sc2
+            G20, G21, G22 = gM[2, 0] * sc0, gM[2, 1] * sc1, gM[2, 2] * sc2
+            gw = 2.0 * (-qz * G01 + qy * G02 + qz * G10 - qx * G12 - qy * G20 + qx * G21)
+            gx = 2.0 * (
+                qy * G01 + qz * G02 + qy * G10 - 2.0 * qx * G11 - qw * G12 + qz * G20
+                + qw * G21 - 2.0 * qx * G22
+            )  # fmt: skip
+            gy = 2.0 * (
+                -2.0 * qy * G00 + qx * G01 + qw * G02 + qx * G10 + qz * G12 - qw * G20
+                + qz * G21 - 2.0 * qy * G22
+            )  # fmt: skip
+            gz = 2.0 * (
+                -2.0 * qz * G00 - qw * G01 + qx * G02 + qw * G10 - 2.0 * qz * G11 + qy * G12
+                + qx * G20 + qy * G21
+            )  # fmt: skip
+            dot = qw * gw + qx * gx + qy * gy + qz * gz
+            g_quats[i, 0] = (gw - qw * dot) / qn
+            g_quats[i, 1] = (gx - qx * dot) / qn
+            g_quats[i, 2] = (gy - qy * dot) / qn
+            g_quats[i, 3] = (gz - qz * dot) / qn
+            # colour: SH at the view direction, +0.5, clamp_min 0
+            ddx, ddy, ddz = mx - ccx, my - ccy, mz - ccz
+            dn = max(math.sqrt(ddx * ddx + ddy * ddy + ddz * ddz), 1e-12)
+            ux, uy, uz = ddx / dn, ddy / dn, ddz / dn
+            _sh_basis(deg, ux, uy, uz, basis, dbasis)
+            gdx = 0.0
+            gdy = 0.0
+            gdz = 0.0
+            for ch in range(3):
+                acc = 0.5
+                for k in range(K):
+                    acc += basis[k] * sh[i, k, ch]
+                if acc < 0.0:
+                    continue
+                gcol = g_in[i, 6 + ch]
+                for k in range(K):
+                    g_sh[i, k, ch] = basis[k] * gcol
+                    w = sh[i, k, ch] * gcol
+                    gdx += dbasis[k, 0] * w
+                    gdy += dbasis[k, 1] * w
+                    gdz += dbasis[k, 2] * w
+            if deg > 0:
+                dd = ux * gdx + uy * gdy + uz * gdz
+                g_means[i, 0] += (gdx - ux * dd) / dn
+                g_means[i, 1] += (gdy - uy * dd) / dn
+                g_means[i, 2] += (gdz - uz * dd) / dn
+        return g_means, g_quats, g_ls, g_logit, g_sh
 
 
 def _f32(t: torch.Tensor) -> np.ndarray:
@@ -358,6 +741,79 @@ class _RasterizeTiles(torch.autograd.Function):
         return g[:, 0:2], g[:, 2:5], g[:, 6:9], g[:, 5], None, None, None, None
 
 
+class _ProjectCPU(torch.autograd.Function):
+    """Splat parameters -> (mean2d, conic, color, opacity, depth, half_extent, valid), numba."""
+
+    @staticmethod
+    def forward(ctx, means, quats, log_scales, logits, sh, camera, settings):
+        deg = settings.sh_degree
+        K = (deg + 1) ** 2
+        arrs = [
+            np.ascontiguousarray(t.detach().to(torch.float64).cpu().numpy())
+            for t in (means, quats, log_scales, logits, sh[:, :K])
+        ]
+        Rv = np.ascontiguousarray(camera.viewmat[:3, :3], np.float64)
+        tv = np.ascontiguousarray(camera.viewmat[:3, 3], np.float64)
+        intr = camera.intrinsics
+        cam = np.array([intr.fx, intr.fy, intr.cx, intr.cy], np.float64)
+        W, H = settings.width, settings.height
+        out, valid = _project_fwd(*arrs, deg, Rv, tv, cam, W, H, settings.near, settings.far)
+        ctx.arrs = (arrs, deg, Rv, tv, cam, W, H, valid, sh.shape, means.dtype)
+        o = torch.from_numpy(out)
+        v = torch.from_numpy(valid)
+        ctx.mark_non_differentiable(o[:, 5], o[:, 10:12], v)
+        return o[:, 0:2], o[:, 2:5], o[:, 7:10], o[:, 6], o[:, 5], o[:, 10:12], v
+
+    @staticmethod
+    def backward(ctx, g_mean2d, g_conic, g_color, g_opacity, *_):
+        arrs, deg, Rv, tv, cam, W, H, valid, sh_shape, dtype = ctx.arrs
+        n = arrs[0].shape[0]
+        g_in = np.zeros((n, 9), np.float64)
+        for sl, g in ((slice(0, 2), g_mean2d), (slice(2, 5), g_conic), (slice(6, 9), g_color)):
+            if g is not None:
+                g_in[:, sl] = g.detach().to(torch.float64).numpy()
+        if g_opacity is not None:
+            g_in[:, 5] = g_opacity.detach().to(torch.float64).numpy()
+        gm, gq, gl, go, gs = _project_bwd(*arrs, deg, Rv, tv, cam, W, H, valid, g_in)
+        g_sh = torch.zeros(sh_shape, dtype=dtype)
+        g_sh[:, : gs.shape[1]] = torch.from_numpy(gs).to(dtype)
+        return (
+            torch.from_numpy(gm).to(dtype),
+            torch.from_numpy(gq).to(dtype),
+            torch.from_numpy(gl).to(dtype),
+            torch.from_numpy(go).to(dtype),
+            g_sh,
+            None,
+            None,
+        )
+
+
+@dataclass
+class _Proj:
+    mean2d: torch.Tensor
+    conic: torch.Tensor
+    color: torch.Tensor
+    opacity: torch.Tensor
+    depth: torch.Tensor
+    half_extent: torch.Tensor
+    valid: torch.Tensor
+
+
+def project_cpu(splats: Splats, camera: Camera, settings: RasterSettings) -> _Proj:
+    """``common.project`` in numba (float64 inside, float32 out), differentiable."""
+    return _Proj(
+        *_ProjectCPU.apply(
+            splats.means,
+            splats.quats,
+            splats.log_scales,
+            splats.logit_opacities,
+            splats.sh,
+            camera,
+            settings,
+        )
+    )
+
+
 def count_pairs(splats: Splats, camera: Camera, settings: RasterSettings) -> int:
     """Splat-tile pairs of this view (the work the tile kernels do)."""
     proj = project(splats, camera, settings, dtype=torch.float32)
@@ -388,7 +844,11 @@ def rasterize_cpu(splats: Splats, camera: Camera, settings: RasterSettings) -> R
         t.requires_grad
         for t in (splats.means, splats.quats, splats.log_scales, splats.logit_opacities, splats.sh)
     )
-    proj = project(splats, camera, settings, dtype=torch.float32, grad=grad)
+    if grad:
+        proj = project_cpu(splats, camera, settings)
+    else:
+        with torch.no_grad():
+            proj = project_cpu(splats, camera, settings)
     order = _order(proj)
     rgb, alpha, depth = _RasterizeTiles.apply(
         proj.mean2d,
