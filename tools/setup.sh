@@ -4,7 +4,8 @@
 #     through llvmpipe); with --test also Xvfb (the viewer window test) and Node.js/npm
 #   - a virtual environment in .venv/ with the CPU build of torch installed FIRST (otherwise a
 #     dependency pulls a multi-GB CUDA build), then worldgen in editable mode with [dev,viewer]
-#   - with --test: the third-party validators from npm (splat-transform, glTF validator)
+#   - with --test: the third-party validators from npm (splat-transform, glTF validator) and
+#     Debian (godot3-server, mono-mcs; with sudo when not root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -68,10 +69,12 @@ if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
 fi
 stamp=.venv/.worldgen-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  say "installing worldgen (editable) with [dev,viewer]"
-  "${PIP[@]}" install -e ".[dev,viewer]"
+  say "installing worldgen (editable) with [dev,viewer,ml] (ml: transformers/diffusers, no weights)"
+  "${PIP[@]}" install -e ".[dev,viewer,ml]"
   say "compiling the numba kernels (cached on disk)"
-  .venv/bin/python -c 'from worldgen.fill.patchmatch import warmup; warmup()'
+  .venv/bin/python -c 'from worldgen.fill.patchmatch import warmup; warmup()
+from worldgen.raster.cpu import warmup; warmup()
+from renderer.sort import warm_up; warm_up()'
   touch "$stamp"
 fi
 
@@ -86,5 +89,23 @@ if [ "$want_test_tools" = 1 ]; then
     say "installing test validators from npm (splat-transform, gltf-validator)"
     npm ci --no-audit --no-fund --loglevel=error >/dev/null
   fi
+  # Debian validators of the engine exports: Godot 3 headless (imports level.glb: -colonly,
+  # -navmesh, node transforms) and mono's C# compiler (the Unity editor script)
+  apt_tool() {  # apt_tool COMMAND PACKAGE: install PACKAGE if COMMAND is missing
+    command -v "$1" >/dev/null && return 0
+    local sudo=()
+    if [ "$(id -u)" != 0 ]; then
+      if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo=(sudo -n); else
+        echo "setup.sh: the tests need $2 (apt-get install $2; needs root)" >&2; return 1
+      fi
+    fi
+    command -v apt-get >/dev/null || { echo "setup.sh: no apt-get; install $2 yourself" >&2; return 1; }
+    say "apt-get install $2"
+    "${sudo[@]}" apt-get update -qq >/dev/null || true
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq --no-install-recommends "$2" >/dev/null
+  }
+  apt_tool godot3-server godot3-server
+  apt_tool mcs mono-mcs
 fi
 say "ready"

@@ -1,4 +1,4 @@
-"""``worldgen`` command line: build | info | render.
+"""``worldgen`` command line: build | info | render | export | view.
 
 Library code raises typed exceptions (worldgen.errors); only this module turns them into a
 one-line message on stderr and a non-zero exit code.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -71,6 +72,16 @@ def _size(text: str):
     return int(m.group(1)), int(m.group(2))
 
 
+def _count(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return v
+
+
 def _positive(text: str) -> float:
     try:
         v = float(text)
@@ -90,8 +101,21 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("image", help="photo (JPEG, PNG, WebP, TIFF)")
     b.add_argument("-o", "--output", help="output world folder (default: ./<image stem>.world)")
     b.add_argument("--preset", default="default", help="fast | default | quality | FILE.yaml")
-    b.add_argument("--depth", default=None, help="depth backend: auto | popup | file")
+    b.add_argument(
+        "--depth", default=None, help="depth backend: auto | popup | file | depth-anything-v2 | "
+        "depth-pro (see `worldgen models`)",
+    )  # fmt: skip
     b.add_argument("--depth-map", help="z-depth map: .npy metres or 16-bit PNG millimetres")
+    b.add_argument("--depth-model", help="learned depth model: hub id or local folder")
+    b.add_argument("--inpaint", default=None, help="fill backend: auto | classical | diffusion")
+    b.add_argument("--inpaint-model", help="diffusers inpainting model: hub id or local folder")
+    b.add_argument("--prompt", help="text prompt for the diffusion fill (default: none)")
+    b.add_argument("--negative-prompt", help="negative prompt for the diffusion fill")
+    b.add_argument("--steps", type=_count, help="denoising steps of the diffusion fill (30)")
+    b.add_argument("--guidance", type=_positive, help="guidance scale of the diffusion fill (7.5)")
+    b.add_argument(
+        "--device", choices=("auto", "cpu", "cuda", "mps"), help="device for learned models"
+    )
     b.add_argument("--focal-px", type=_positive, help="focal length in pixels of the original")
     b.add_argument("--principal", type=_principal, help="CX,CY in pixels of the original image")
     b.add_argument("--camera-height", type=_positive, help="camera height in metres (1.6)")
@@ -105,9 +129,16 @@ def make_parser() -> argparse.ArgumentParser:
     i.add_argument("world")
     i.add_argument("--json", action="store_true", help="print the whole world.json")
 
-    r = sub.add_parser("render", help="render a world from a pose (headless)")
+    mo = sub.add_parser("models", help="list learned models (cached?, licence, size); download")
+    mo.add_argument("action", nargs="?", choices=("list", "download"), default="list")
+    mo.add_argument("id", nargs="?", help="model id to download (for an offline machine)")
+    mo.add_argument("--json", action="store_true", help="print the table as JSON")
+
+    r = sub.add_parser("render", help="render a world from a pose or a path (headless)")
     r.add_argument("world")
-    r.add_argument("-o", "--output", required=True, help="output PNG")
+    r.add_argument(
+        "-o", "--output", required=True, help="output PNG; with --path a folder of PNGs or .mp4"
+    )
     r.add_argument(
         "--pose",
         type=_pose,
@@ -117,9 +148,74 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--size", type=_size, help="WIDTHxHEIGHT (default: the source's)")
     r.add_argument("--focal-px", type=_positive, help="focal length in pixels of the render")
     r.add_argument("--principal", type=_principal, help="CX,CY in pixels of the render")
+    r.add_argument("--fov", type=_positive, help="horizontal field of view in degrees")
+    r.add_argument(
+        "--backend",
+        choices=("auto", "gl", "cpu"),
+        default="auto",
+        help="gl (headless EGL) or cpu (the rasterizer); auto: gl where EGL works",
+    )
+    r.add_argument(
+        "--path",
+        help="camera path: a JSON list of poses [TX,TY,TZ,YAW,PITCH,ROLL] (the --pose "
+        "convention, or an object with 'poses' and 'fps'), or 'default' (walk in from the "
+        "spawn point and look around)",
+    )
+    r.add_argument("--fps", type=_positive, help="frames per second of an .mp4 (default 30)")
+    r.add_argument(
+        "--stereo", choices=("sbs",), help="sbs: left and right eye side by side (64 mm IPD)"
+    )
+    r.add_argument(
+        "--pano",
+        choices=("stereo",),
+        help="stereo: 360 degree omni-directional stereo panorama from the spawn point, "
+        "top-bottom equirectangular (left eye on top); --size WxW (default 2048x2048)",
+    )
     r.add_argument("--force", action="store_true", help="replace an existing output file")
     r.add_argument("--quiet", action="store_true")
     r.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+
+    v = sub.add_parser(
+        "view",
+        help="walk through a world in a window (first person)",
+        description="Mouse looks, WASD moves, Shift runs, Space jumps, F toggles fly (Q/Ctrl "
+        "down, E/Space up), R resets, C shows the collision mesh, Esc frees the cursor and "
+        "quits on a second press.",
+    )
+    v.add_argument("world")
+    v.add_argument("--fov", type=_positive, help="horizontal field of view, degrees (the photo's)")
+    v.add_argument("--size", type=_size, default=(1280, 720), help="window WIDTHxHEIGHT")
+    v.add_argument(
+        "--vsync",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="wait for the display's refresh",
+    )
+    v.add_argument("--fly", action="store_true", help="start in fly mode (F toggles)")
+    v.add_argument("--stereo", choices=("sbs",), help="side-by-side stereo")
+    v.add_argument("--speed", type=_positive, help="walking speed in m/s (default 1.4)")
+    v.add_argument("--frames", type=_count, help="run N frames, then quit")
+    v.add_argument("--screenshot", help="save the last frame as PNG")
+    v.add_argument("--collision", action="store_true", help="show the collision wireframe (C)")
+    v.add_argument("--script", help="scripted input, JSON (a testing aid; see renderer.viewer)")
+    v.add_argument("--json", action="store_true", help="print a JSON summary on exit")
+
+    from exporters.registry import TARGETS
+
+    e = sub.add_parser("export", help="export a world for game engines and splat viewers")
+    e.add_argument("world")
+    e.add_argument("-o", "--output", required=True, help="output file or folder")
+    e.add_argument(
+        "--to",
+        help="format: ply | splat | spz | gltf-splats | ... (default: from OUT's extension)",
+    )
+    e.add_argument("--sh-degree", type=int, help="SH degree 0-3 (default: the target's)")
+    e.add_argument("--max-splats", type=int, help="keep the N most important splats")
+    e.add_argument("--target", choices=sorted(TARGETS), help="budget preset (default desktop)")
+    e.add_argument("--spz-version", type=int, choices=(2, 3), help="SPZ version (default 2)")
+    e.add_argument("--force", action="store_true", help="replace an existing output")
+    e.add_argument("--quiet", action="store_true")
+    e.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     return p
 
 
@@ -134,6 +230,16 @@ def _cmd_build(a) -> int:
         over.setdefault("depth", {})["backend"] = a.depth
     if a.depth_map is not None:
         over.setdefault("depth", {})["depth_map"] = str(a.depth_map)
+    if a.depth_model is not None:
+        over.setdefault("depth", {})["model"] = a.depth_model
+    if a.device is not None:
+        over.setdefault("depth", {})["device"] = a.device
+        over.setdefault("fill", {})["device"] = a.device
+    for opt, key in (("inpaint", "backend"), ("inpaint_model", "model"), ("prompt", "prompt"),
+                     ("negative_prompt", "negative_prompt"), ("steps", "steps"),
+                     ("guidance", "guidance")):  # fmt: skip
+        if getattr(a, opt) is not None:
+            over.setdefault("fill", {})[key] = getattr(a, opt)
     if a.camera_height is not None:
         over.setdefault("depth", {})["camera_height"] = a.camera_height
     if a.focal_px is not None:
@@ -182,11 +288,67 @@ def _cmd_info(a) -> int:
         + ", ".join(f"{x['id']}:{x['name']} ({x['splat_count']:,})" for x in m["layers"]),
         f"bounds     {_fmt3(m['bounds']['min'])} .. {_fmt3(m['bounds']['max'])} m",
         f"spawn      {_fmt3(m['spawn']['position'])}, yaw {m['spawn']['yaw_deg']:.0f}°",
-        f"models     {', '.join(x.get('id', '?') for x in m['models']) or 'none (no weights)'}",
+        f"fill       {_fill_line(m)}",
+        f"models     {_models_line(m['models'])}",
         f"build      preset {m['config'].get('preset')}, seed {m['seed']}, "
         f"{sum(m['timings'].values()):.1f} s",
     ]
     print("\n".join(lines))
+    return 0
+
+
+def _fill_line(m: dict) -> str:
+    f = m.get("fill")
+    if not f:
+        return "classical"
+    methods = sorted(
+        {str(x.get("depth", {}).get("method", "")).split(" (")[0] for x in f["layers"].values()}
+        - {""}
+    )
+    depth = f"; depth of new content: {', '.join(methods)}" if methods else ""
+    return f"{f['backend']} — {f['reason']}{depth}"
+
+
+def _models_line(models: list[dict]) -> str:
+    if not models:
+        return "none (no weights)"
+    return "; ".join(
+        f"{x['role']} {x['id']} (licence: {x.get('licence', 'unknown')})" for x in models
+    )
+
+
+def _cmd_models(a) -> int:
+    from . import hf
+
+    if a.action == "download":
+        if not a.id:
+            from .errors import InputError
+
+            raise InputError("models download needs a model id (see `worldgen models`)")
+        path = hf.download(a.id)
+        print(f"downloaded {a.id} to {path}")
+        return 0
+    if a.id:
+        from .errors import InputError
+
+        raise InputError("models list takes no model id")
+    ml = not hf.missing_ml_modules()
+    rows = []
+    for km in hf.KNOWN_MODELS:
+        cached = ml and hf.is_cached(km.id, km.role)
+        rows.append({"role": km.role, "backend": km.backend, "id": km.id, "cached": cached,
+                     "licence": km.licence, "commercial_use": km.commercial,
+                     "params": km.params, "download": km.download, "note": km.note})  # fmt: skip
+    if a.json:
+        print(json.dumps({"ml_extra": ml, "cache": str(hf.hub_cache_dir()), "models": rows}))
+        return 0
+    print("embedded (no weights): depth popup, file; inpaint classical")
+    print(f"[ml] extra: {'installed' if ml else 'missing (pip install -e .[ml])'}; "
+          f"cache: {hf.hub_cache_dir()}{' (offline)' if hf.offline() else ''}")  # fmt: skip
+    for r in rows:
+        nc = "" if r["commercial_use"] else " NON-COMMERCIAL"
+        print(f"{r['role']:8} {r['backend']:18} {'cached ' if r['cached'] else '       '}"
+              f"{r['id']:57} {r['params']:>5} {r['download']:>7}  {r['licence']}{nc}")  # fmt: skip
     return 0
 
 
@@ -197,49 +359,184 @@ def _fmt3(v) -> str:
 def _cmd_render(a) -> int:
     import time
 
-    from .camera import Pose
-    from .errors import OutputError
-    from .image import save_png
-    from .render import render_intrinsics, render_world
+    from renderer import offscreen as off
+
+    from .camera import Camera, Intrinsics, Pose
+    from .errors import InputError
+    from .render import render_intrinsics
+    from .world import load_world
+
+    given = {
+        "--path": a.path,
+        "--stereo": a.stereo,
+        "--pose": a.pose,
+        "--fov": a.fov,
+        "--focal-px": a.focal_px,
+        "--principal": a.principal,
+    }
+    if a.pano:
+        bad = [k for k, v in given.items() if v is not None]
+        if bad:
+            raise InputError(f"--pano renders from the spawn point; drop {', '.join(bad)}")
+    if a.fov is not None and a.focal_px is not None:
+        raise InputError("give --fov or --focal-px, not both")
+    if a.path is not None and a.pose is not None:
+        raise InputError("give --pose or --path, not both")
+    pano_width, pano_height = a.size or (2048, 2048)
+    if a.pano and (pano_width != pano_height or pano_width % 2 or pano_width < 4):
+        raise InputError(
+            "--pano stereo is two 2:1 equirectangular images stacked: --size must be square "
+            f"with an even side (e.g. 2048x2048), got {pano_width}x{pano_height}"
+        )
+    out = Path(a.output)
+    kind = off.output_kind(out, many=a.path is not None)
+    off.check_output(out, kind, a.force)
+    w = load_world(a.world)
+    fps = a.fps
+    if a.path is None:
+        poses = None
+    elif a.path == "default":
+        poses = off.default_path(w)
+    else:
+        poses, path_fps = off.read_path(a.path)
+        fps = fps or path_fps
+    fps = fps or 30.0
+    t0 = time.perf_counter()
+    empty = None
+    with off.FrameSource(w.splats, a.backend) as src:
+        if not (a.quiet or a.json):
+            print(f"render backend: {src.backend} ({src.reason})")
+        if a.pano:
+            frames = [off.render_ods(src, off.spawn_pose(w), pano_width)]
+        else:
+            intr = render_intrinsics(w, a.size, a.focal_px, a.principal)
+            if a.fov is not None:  # of each eye's image with --stereo sbs
+                f = Intrinsics.from_hfov(
+                    a.fov, intr.width // 2 if a.stereo else intr.width, intr.height
+                ).fx
+                intr = Intrinsics(f, f, intr.cx, intr.cy, intr.width, intr.height)
+            if poses is None and a.stereo is None:  # one image: also report its coverage
+                pose = Pose.from_cli(*a.pose) if a.pose else Pose.identity()
+                res = src.render(Camera(intr, pose))
+                empty = float((res.alpha < 0.5).mean())
+                frames = [res.rgb]
+            else:
+                poses = poses or [Pose.from_cli(*a.pose) if a.pose else Pose.identity()]
+                frames = (off.render_view(src, Camera(intr, p), stereo=a.stereo) for p in poses)
+        n, (width, height) = off.write_frames(frames, out, kind, fps=fps)
+        backend = src.backend
+    dt = time.perf_counter() - t0
+    if a.json:
+        summary = {
+            "output": str(out),
+            "backend": backend,
+            "frames": n,
+            "width": width,
+            "height": height,
+            "seconds": round(dt, 4),
+        }
+        if empty is not None:
+            summary["empty_fraction"] = round(empty, 6)
+        print(json.dumps(summary))
+    elif not a.quiet:
+        what = f"{n} frames, " if kind != "png" else ""
+        cover = f", {empty:.1%} empty" if empty is not None else ""
+        print(f"wrote {out} ({what}{width}x{height}, {dt:.2f} s{cover})")
+    return 0
+
+
+def _cmd_export(a) -> int:
+    import time
+
+    from exporters.registry import (
+        ExportOptions,
+        available_exporters,
+        exporter_for_path,
+        get_exporter,
+        write_export,
+    )
+
+    from .errors import InputError, OutputError
     from .world import load_world
 
     out = Path(a.output)
-    if out.suffix.lower() != ".png":
-        raise OutputError(f"{out}: render output must be a .png file")
     if out.exists() and not a.force:
         raise OutputError(f"{out}: already exists (use --force to replace it)")
+    if a.to:
+        exporter = get_exporter(a.to)
+    else:
+        exporter = exporter_for_path(out)
+        if exporter is None:
+            fits = [x.name for x in available_exporters() if x.kind == "file"]
+            fits = [n for n in fits if out.name.endswith(get_exporter(n).extension)]
+            why = f"several formats write it ({', '.join(fits)})" if fits else "no format"
+            raise InputError(f"{out}: cannot tell the format from the name: {why}; give --to")
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"{parent}: output folder does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"{parent}: output folder is not writable")
+    extra = {} if a.spz_version is None else {"spz_version": a.spz_version}
+    options = ExportOptions(
+        sh_degree=a.sh_degree, max_splats=a.max_splats, target=a.target, extra=extra
+    )
     w = load_world(a.world)
-    intr = render_intrinsics(w, a.size, a.focal_px, a.principal)
-    pose = Pose.from_cli(*a.pose) if a.pose else Pose.identity()
     t0 = time.perf_counter()
-    res = render_world(w, pose, intr)
+    files = write_export(exporter.export(w, options), out, force=a.force)
     dt = time.perf_counter() - t0
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.png")
-    try:
-        save_png(res.rgb.numpy(), tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    empty = float((res.alpha < 0.5).float().mean())
+    size = sum(f.stat().st_size for f in files)
+    count = w.manifest["splats"]["count"]
+    sh_degree, budget = options.resolved(w.manifest["splats"]["sh_degree"])
+    splats = count if budget is None else min(count, budget)
+    per = size / max(splats, 1)
     if a.json:
-        print(
-            json.dumps(
-                {
-                    "output": str(out),
-                    "width": intr.width,
-                    "height": intr.height,
-                    "seconds": round(dt, 4),
-                    "empty_fraction": round(empty, 6),
-                }
-            )
-        )
+        summary = {
+            "output": str(out),
+            "format": exporter.name,
+            "files": [str(f) for f in files],
+            "bytes": size,
+            "splats": splats,
+            "bytes_per_splat": round(per, 3),
+            "sh_degree": sh_degree,
+            "seconds": round(dt, 4),
+        }
+        if exporter.name == "spz":
+            summary["spz_version"] = extra.get("spz_version", 2)
+        print(json.dumps(summary, indent=2))
     elif not a.quiet:
-        print(f"wrote {out} ({intr.width}x{intr.height}, {dt:.2f} s, {empty:.1%} empty)")
+        what = f"{len(files)} files, " if exporter.kind == "folder" else ""
+        print(
+            f"wrote {out} ({exporter.name}, {what}{splats:,} splats, SH {sh_degree}, "
+            f"{_fmt_bytes(size)}, {per:.1f} B/splat) in {dt:.2f} s"
+        )
+    return 0
+
+
+def _fmt_bytes(n: int) -> str:
+    if n < 1000:
+        return f"{n} B"
+    k = min(int(math.log10(n) // 3), 3)
+    return f"{n / 1000**k:.1f} {('KB', 'MB', 'GB')[k - 1]}"
+
+
+def _cmd_view(a) -> int:
+    from renderer.viewer import ViewerOptions, view
+
+    opts = ViewerOptions(
+        fov_deg=a.fov,
+        size=a.size,
+        vsync=a.vsync,
+        fly=a.fly,
+        stereo=a.stereo,
+        frames=a.frames,
+        screenshot=Path(a.screenshot) if a.screenshot else None,
+        speed=a.speed,
+        script=Path(a.script) if a.script else None,
+        collision=a.collision,
+    )
+    res = view(a.world, opts)
+    if a.json:
+        print(json.dumps(res.summary()))
     return 0
 
 
@@ -257,7 +554,14 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     from .errors import WorldgenError
 
-    handlers = {"build": _cmd_build, "info": _cmd_info, "render": _cmd_render}
+    handlers = {
+        "build": _cmd_build,
+        "info": _cmd_info,
+        "models": _cmd_models,
+        "render": _cmd_render,
+        "view": _cmd_view,
+        "export": _cmd_export,
+    }
     try:
         return handlers[args.command](args)
     except WorldgenError as e:

@@ -867,3 +867,36 @@ def set_threads(n: int) -> None:
     """Threads the tile kernels use (numba)."""
     if HAVE_NUMBA:
         numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+
+
+def warmup() -> None:
+    """Compile the kernels (or load them from numba's on-disk cache) on a tiny scene, forward
+    and backward, e.g. at install time so the first real render does not pay the JIT."""
+    if not HAVE_NUMBA:
+        return
+    from ..camera import Intrinsics, Pose
+    from .common import make_settings
+
+    g = torch.Generator().manual_seed(0)
+    n = 8
+    z = torch.rand(n, generator=g) + 1.0
+    splats = Splats(
+        means=torch.stack(
+            [torch.rand(n, generator=g) - 0.5, torch.rand(n, generator=g) - 0.5, z], 1
+        ),
+        quats=torch.randn(n, 4, generator=g),
+        log_scales=torch.full((n, 3), -2.0),
+        logit_opacities=torch.zeros(n),
+        sh=torch.randn(n, 4, 3, generator=g) * 0.1,
+        layers=torch.zeros(n, dtype=torch.uint8),
+    )
+    cam = Camera(Intrinsics(20.0, 20.0, 9.5, 9.5, 20, 20), Pose.identity())
+    settings = make_settings(
+        splats, cam, None, None, sh_degree=None, background=None, near=0.01, far=1e10
+    )
+    with torch.no_grad():
+        rasterize_cpu(splats, cam, settings)
+    params = {k: getattr(splats, k).clone().requires_grad_(True) for k in
+              ("means", "quats", "log_scales", "logit_opacities", "sh")}  # fmt: skip
+    out = rasterize_cpu(Splats(**params, layers=splats.layers), cam, settings)
+    (out.rgb.sum() + out.alpha.sum()).backward()
