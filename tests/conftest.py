@@ -15,8 +15,12 @@ DEMOS = sorted((REPO / "demos").glob("*.jpg"))
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Every test gets its own stage cache (never the user's ~/.cache)."""
+    """Every test gets its own stage cache and an empty, offline Hugging Face cache (never the
+    user's ~/.cache: `auto` must not find real weights, nothing is downloaded)."""
     monkeypatch.setenv("WORLDGEN_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf_home")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
 
 
 def textured(h: int, w: int, seed: int = 0) -> np.ndarray:

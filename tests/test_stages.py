@@ -207,7 +207,9 @@ def test_depth_registry_and_auto():
     assert b.name == "popup" and "popup" in why
     b, why = resolve_backend("auto", depth_map="x.npy")
     assert b.name == "file"
-    with pytest.raises(BackendError, match="valid: auto, file, popup"):
+    with pytest.raises(
+        BackendError, match="valid: auto, depth-anything-v2, depth-pro, file, popup"
+    ):
         resolve_backend("nope")
     with pytest.raises(BackendError):
         resolve_backend("file")

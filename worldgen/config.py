@@ -41,7 +41,11 @@ class CameraConfig:
 @dataclass(frozen=True)
 class DepthConfig:
     backend: str = "auto"
-    """Depth backend: auto, popup, file (see `worldgen models`)."""
+    """Depth backend: auto, popup, file, depth-anything-v2, depth-pro (see `worldgen models`)."""
+    model: str | None = None
+    """Learned depth model: a hub id or a local folder (default: the backend's own)."""
+    device: str = "auto"
+    """Device for the learned depth model: auto (cuda > mps > cpu), cpu, cuda, mps."""
     depth_map: str | None = None
     """User depth map (.npy float32 metres or 16-bit PNG millimetres); implies backend=file."""
     camera_height: float = 1.6
@@ -73,7 +77,21 @@ class LiftConfig:
 @dataclass(frozen=True)
 class FillConfig:
     backend: str = "auto"
-    """Fill backend for hidden regions and the outpainted surroundings: auto, classical."""
+    """Fill backend for hidden regions and the outpainted surroundings: auto, classical,
+    diffusion (auto: diffusion only with cached weights and a GPU)."""
+    model: str | None = None
+    """Inpainting model of the diffusion backend: a hub id or a local folder
+    (default stable-diffusion-v1-5/stable-diffusion-inpainting)."""
+    device: str = "auto"
+    """Device for the diffusion backend: auto (cuda > mps > cpu), cpu, cuda, mps."""
+    prompt: str | None = None
+    """Text prompt for the diffusion fill (default: empty, the context alone decides)."""
+    negative_prompt: str | None = None
+    """Negative prompt for the diffusion fill (default: blurry, text, watermark, ...)."""
+    steps: int = 30
+    """Denoising steps of the diffusion fill."""
+    guidance: float = 7.5
+    """Classifier-free guidance scale of the diffusion fill."""
 
 
 @dataclass(frozen=True)

@@ -29,3 +29,10 @@ class BackendError(WorldgenError):
     """A backend that is unknown or cannot run here."""
 
     exit_code = 5
+
+
+class ModelError(BackendError):
+    """A learned model that cannot be used: unknown id, missing folder, wrong kind of model,
+    not downloadable (offline), or out of memory."""
+
+    exit_code = 6

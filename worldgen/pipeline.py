@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, hf
 from .cache import StageCache, stage_key
 from .camera import Camera, Intrinsics, Pose, resolve_intrinsics, world_from_camera
 from .collision import BoundaryRing, CollisionSurface, build_collision
@@ -27,7 +27,7 @@ from .config import BuildConfig
 from .depth import resolve_backend
 from .depth.base import DepthEstimate
 from .errors import InputError
-from .fill import get_fill_backend
+from .fill import resolve_fill_backend
 from .ground import GroundFit, fit_ground
 from .image import load_image, resize, save_png, working_size
 from .layers import split_layers
@@ -136,7 +136,20 @@ def build(
         img = load_image(image_path)
         W, H = working_size(img.width, img.height, config.image.max_side)
         rgb = resize(img.rgb, W, H)
-        backend, reason = resolve_backend(dcfg.backend, depth_map=dcfg.depth_map)
+        backend, reason = resolve_backend(
+            dcfg.backend, depth_map=dcfg.depth_map, model=dcfg.model, device=dcfg.device
+        )
+        fcfg = config.fill
+        fill_backend, fill_reason = resolve_fill_backend(
+            fcfg.backend,
+            model=fcfg.model,
+            device=fcfg.device,
+            prompt=fcfg.prompt,
+            negative_prompt=fcfg.negative_prompt,
+            steps=fcfg.steps,
+            guidance=fcfg.guidance,
+        )
+        models = _model_facts(backend, dcfg, fill_backend)
         choice = resolve_intrinsics(
             img.width,
             img.height,
@@ -148,6 +161,11 @@ def build(
             default_hfov_deg=config.camera.default_hfov_deg,
         )
     rep.note(f"depth: {backend.name} — {reason}")
+    rep.note(f"fill: {fill_backend.name} — {fill_reason}")
+    for m in models:
+        warning = hf.licence_warning(m)
+        if warning:
+            rep.note(warning)
     rep.note(f"camera: {choice.source}, hfov {choice.intrinsics.hfov_deg:.1f}°, {W}x{H}")
 
     with rep.stage("depth"):
@@ -158,6 +176,7 @@ def build(
             size=[W, H],
             intrinsics=choice.intrinsics.to_dict(),
             backend=backend.name,
+            model=[m["id"] for m in models if m["role"] == "depth"],
             depth=config.depth.__dict__ | {"depth_map": depth_map_sha},
         )
         cached = cache.get("depth", dkey)
@@ -173,8 +192,11 @@ def build(
             )
             hits.append("depth")
         else:
+            user_focal = None
+            if config.camera.focal_px is not None:  # in working pixels
+                user_focal = config.camera.focal_px * W / img.width
             est = backend.estimate(
-                rgb, choice.intrinsics, **_depth_options(backend.name, dcfg, img)
+                rgb, choice.intrinsics, **_depth_options(backend.name, dcfg, img, user_focal)
             )
             arrays = {"depth": est.depth}
             if est.labels is not None:
@@ -197,7 +219,9 @@ def build(
     intr = choice.intrinsics
 
     with rep.stage("ground"):
-        depth, ground = fit_ground(est, intr, camera_height=dcfg.camera_height, seed=config.seed)
+        depth, ground = fit_ground(
+            est, intr, camera_height=dcfg.camera_height, seed=config.seed, far=dcfg.sky_distance
+        )
         M = world_from_camera(ground.normal)
 
     with rep.stage("layers"):
@@ -207,20 +231,25 @@ def build(
             scale=ground.scale,
             layers=config.layers.__dict__,
             fill=config.fill.__dict__,
+            fill_backend=fill_backend.name,
+            fill_model=[m["id"] for m in models if m["role"] == "inpaint"],
             outpaint=config.outpaint.__dict__,
             seed=config.seed,
         )
         cached = cache.get("scene", skey)
         if cached is not None:
             layers, pano = _scene_from_arrays(*cached)
+            fill_facts = cached[1].get("fill_facts", {})
             hits.append("scene")
         else:
             split = split_layers(rgb, depth, est.labels, intr, ground, config.layers)
-            fill_backend = get_fill_backend(config.fill.backend)
+            if getattr(fill_backend, "depth_model", False) is None and hasattr(backend, "load"):
+                # the diffusion fill gives its new content the build's learned depth
+                fill_backend.depth_model = backend.load(dcfg.model, dcfg.device)
             margin = 0
             if config.outpaint.enabled:
                 margin = int(round(config.outpaint.canvas_margin * max(W, H)))
-            layers, _fill_facts = compose_layers(
+            layers, fill_facts = compose_layers(
                 rgb,
                 depth,
                 est.labels,
@@ -247,7 +276,9 @@ def build(
                     seed=config.seed,
                 )
                 layers += surroundings_layers(pano, dcfg.sky_distance)
-            cache.put("scene", skey, *_scene_to_arrays(layers, pano))
+            fill_facts = _jsonable(fill_facts)
+            arrays, meta = _scene_to_arrays(layers, pano)
+            cache.put("scene", skey, arrays, meta | {"fill_facts": fill_facts})
     rep.note("layers: " + ", ".join(layer.name for layer in layers))
 
     with rep.stage("lift"):
@@ -292,6 +323,12 @@ def build(
         manifest = _manifest(
             img, intr, choice.source, M, ground, splats, est, backend.name, reason, config
         )
+        manifest["models"] = models
+        manifest["fill"] = {
+            "backend": fill_backend.name,
+            "reason": fill_reason,
+            "layers": {k: _fill_summary(v) for k, v in fill_facts.items()},
+        }
         counts = np.bincount(splats.layers.numpy(), minlength=len(layers))
         manifest["layers"] = [
             {
@@ -321,6 +358,7 @@ def build(
             (tmp / "world.json").write_text(json.dumps(manifest, indent=2))
     backends = {
         "depth": backend.name,
+        "fill": fill_backend.name,
         "raster": resolve_raster_backend("auto").name,
         "intrinsics": choice.source,
     }
@@ -403,7 +441,25 @@ def _ring_polygon(pano, ccfg) -> tuple[np.ndarray, np.ndarray]:
     return lon[::step], radius[::step]
 
 
-def _depth_options(name: str, dcfg, img) -> dict:
+def _model_facts(depth_backend, dcfg, fill_backend) -> list[dict]:
+    """world.json's ``models``: id, source, licence and size of every learned model used."""
+    out = []
+    if hasattr(depth_backend, "model_ref"):
+        ref = depth_backend.model_ref(dcfg.model)
+        out.append(hf.model_facts(hf.check_ref(ref, "depth"), "depth", depth_backend.name))
+    ref = getattr(fill_backend, "model", None)
+    if ref:
+        out.append(hf.model_facts(hf.check_ref(ref, "inpaint"), "inpaint", fill_backend.name))
+    return out
+
+
+def _fill_summary(facts: dict) -> dict:
+    """The part of a layer's fill facts world.json keeps: backend, hole size, depth method."""
+    keep = ("backend", "model", "hole_px", "crops", "colour_method", "depth")
+    return {k: facts[k] for k in keep if k in facts}
+
+
+def _depth_options(name: str, dcfg, img, user_focal: float | None = None) -> dict:
     """The options each depth backend takes from the depth config."""
     if name == "file":
         return {"depth_map": dcfg.depth_map, "orig_size": (img.width, img.height)}
@@ -414,6 +470,8 @@ def _depth_options(name: str, dcfg, img) -> dict:
             "max_depth": dcfg.max_depth,
             "n_segments": dcfg.popup_segments,
         }
+    if name in ("depth-anything-v2", "depth-pro"):
+        return {"model": dcfg.model, "device": dcfg.device, "focal_px": user_focal}
     return {}
 
 

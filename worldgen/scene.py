@@ -133,7 +133,7 @@ def compose_layers(
             )
             rgb[todo] = res.rgb[todo]
             d[todo] = res.depth[todo]
-            facts[layer.name] = {k: v for k, v in res.info.items() if k != "depth"}
+            facts[layer.name] = dict(res.info)
         elif todo.any() and vis.any():
             # sky behind a silhouette: the dome, coloured like the nearest visible sky
             _, (iy, ix) = ndimage.distance_transform_edt(~vis, return_indices=True)

@@ -1,7 +1,7 @@
 """Depth backends: a registry, and ``auto`` that picks the best one that can run here.
 
-Built-in: ``popup`` (embedded geometric prior, no weights) and ``file`` (a user depth map).
-Learned backends register themselves here too.
+Built-in: ``popup`` (embedded geometric prior, no weights), ``file`` (a user depth map) and the
+learned ``depth-pro`` / ``depth-anything-v2`` (transformers, the ``[ml]`` extra; ``depth.hf``).
 """
 
 from __future__ import annotations
@@ -50,14 +50,42 @@ def get_backend(name: str) -> DepthBackend:
     return factory()
 
 
-def resolve_backend(name: str, *, depth_map: str | None = None) -> tuple[DepthBackend, str]:
-    """The backend to use and a one-line reason (for the log and world.json)."""
+def resolve_backend(
+    name: str,
+    *,
+    depth_map: str | None = None,
+    model: str | None = None,
+    device: str = "auto",
+) -> tuple[DepthBackend, str]:
+    """The backend to use and a one-line reason (for the log and world.json).
+
+    ``model``: a learned model id or folder (``--depth-model``); with ``auto`` it means "use a
+    learned backend with this model" (``depth-pro`` for Depth Pro checkpoints, else
+    ``depth-anything-v2``, which runs any transformers depth model). ``auto`` without a model
+    picks a learned backend only when its weights are already cached and the device runs it in
+    reasonable time (backends with an ``auto_available`` method say so), else the next one.
+    """
     if depth_map is not None:
         if name not in ("auto", "file"):
             raise BackendError(f"--depth-map needs --depth file or auto, got --depth {name}")
+        if model is not None:
+            raise BackendError("--depth-model cannot be combined with --depth-map")
         return get_backend("file"), "user depth map given (--depth-map)"
     if name == "file":
         raise BackendError("--depth file needs --depth-map FILE")
+    if model is not None and name == "auto":
+        name = (
+            "depth-pro"
+            if "depthpro" in model.replace("_", "").replace("-", "").lower()
+            else ("depth-anything-v2")
+        )
+        backend = get_backend(name)
+        ok, why = backend.available()
+        if not ok:
+            raise BackendError(f"--depth-model {model}: {why}")
+        return backend, f"--depth-model given: {name}"
+    if model is not None and not hasattr(get_backend(name), "auto_available"):
+        raise BackendError(f"--depth-model needs a learned depth backend, not --depth {name}")
     if name != "auto":
         backend = get_backend(name)
         ok, why = backend.available()
@@ -67,7 +95,8 @@ def resolve_backend(name: str, *, depth_map: str | None = None) -> tuple[DepthBa
     skipped = []
     for cand in _AUTO_ORDER:
         backend = get_backend(cand)
-        ok, why = backend.available()
+        check = getattr(backend, "auto_available", None)
+        ok, why = check(device=device) if check else backend.available()
         if ok:
             reason = f"auto: {cand} ({why})"
             if skipped:
@@ -79,10 +108,14 @@ def resolve_backend(name: str, *, depth_map: str | None = None) -> tuple[DepthBa
 
 def _register_builtins() -> None:
     from .file import FileDepthBackend
+    from .hf import depth_anything_v2, depth_pro
     from .popup import PopupBackend
 
     register("popup", PopupBackend, auto_rank=100)
     register("file", FileDepthBackend)
+    # learned (transformers; imported lazily when used): ahead of popup in `auto`
+    register("depth-pro", depth_pro, auto_rank=0)
+    register("depth-anything-v2", depth_anything_v2, auto_rank=1)
 
 
 _register_builtins()
