@@ -114,6 +114,21 @@ if HAVE_NUMBA:
         b = min(n - 1, int(math.floor(m + pad)))
         return a, b
 
+    @njit(cache=True, inline="always")
+    def _chord(a, b, c, dy, tau, mxi, ua, ub):
+        """Columns [r0, r1] (within [ua, ub]) of the row at offset ``dy`` where
+        ``sigma = 0.5 a dx^2 + b dy dx + 0.5 c dy^2 <= tau`` (dx = mxi - px), widened by 1e-3 px
+        (the exact alpha test follows); r0 > r1 when the row misses the ellipse."""
+        bdy = b * dy
+        disc = bdy * bdy - a * (c * dy * dy - np.float32(2.0) * tau)
+        if disc < 0 or a <= 0:
+            return 1, 0
+        root = math.sqrt(disc)
+        # dx in [(-bdy - root) / a, (-bdy + root) / a]  ->  px = mxi - dx
+        lo = mxi - (root - bdy) / a - 1e-3
+        hi = mxi + (root + bdy) / a + 1e-3
+        return max(ua, int(math.ceil(lo))), min(ub, int(math.floor(hi)))
+
     @njit(parallel=True, cache=True, fastmath=False)
     def _forward(
         starts, entries, mx, my, hx, hy, ca, cb, cc, op, col, z, bg, W, H, tiles_x, tiles_y
@@ -154,7 +169,8 @@ if HAVE_NUMBA:
                 zi = z[i]
                 for py in range(va, vb + 1):
                     dy = myi - np.float32(py)
-                    for px in range(ua, ub + 1):
+                    r0, r1 = _chord(a, b, c, dy, tau, mxi, ua, ub)
+                    for px in range(r0, r1 + 1):
                         p = py * TILE + px
                         if done[p]:
                             continue
@@ -258,7 +274,8 @@ if HAVE_NUMBA:
                 g_bl = np.float32(0.0)
                 for py in range(va, vb + 1):
                     dy = myi - np.float32(py)
-                    for px in range(ua, ub + 1):
+                    r0, r1 = _chord(a, b, c, dy, tau, mxi, ua, ub)
+                    for px in range(r0, r1 + 1):
                         p = py * TILE + px
                         if kk >= L[p]:
                             continue
