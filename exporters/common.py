@@ -109,25 +109,11 @@ def quat_from_matrix(R: np.ndarray) -> np.ndarray:
 
 
 def quat_to_matrix(q: np.ndarray) -> np.ndarray:
-    """[..., 3, 3] rotation matrices of quaternions ``q [..., 4]`` (w, x, y, z), normalised."""
-    q = np.asarray(q, dtype=np.float64)
-    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
-    w, x, y, z = np.moveaxis(q, -1, 0)
-    R = np.stack(
-        [
-            1 - 2 * (y * y + z * z),
-            2 * (x * y - w * z),
-            2 * (x * z + w * y),
-            2 * (x * y + w * z),
-            1 - 2 * (x * x + z * z),
-            2 * (y * z - w * x),
-            2 * (x * z - w * y),
-            2 * (y * z + w * x),
-            1 - 2 * (x * x + y * y),
-        ],
-        axis=-1,
-    )
-    return R.reshape(q.shape[:-1] + (3, 3))
+    """[..., 3, 3] rotation matrices of quaternions ``q [..., 4]`` (w, x, y, z), normalised
+    (the rasterizer's own conversion, in float64)."""
+    from worldgen.raster.common import quat_to_rotmat
+
+    return quat_to_rotmat(torch.as_tensor(np.asarray(q, np.float64))).numpy()
 
 
 def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -27,8 +27,10 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from worldgen.errors import BackendError
+from worldgen.raster.common import quat_to_rotmat
 from worldgen.splats import Splats
 
 from .sort import CpuSorter, GpuSorter, SortResult, shader_source, splat_radius
@@ -91,23 +93,7 @@ def pack_splats(splats: Splats, sh_degree: int) -> np.ndarray:
     if n == 0:
         return out
     means = splats.means.detach().cpu().numpy().astype(np.float64)
-    q = splats.quats.detach().cpu().numpy().astype(np.float64)
-    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-    w, x, y, z = q.T
-    R = np.stack(
-        [
-            1 - 2 * (y * y + z * z),
-            2 * (x * y - w * z),
-            2 * (x * z + w * y),
-            2 * (x * y + w * z),
-            1 - 2 * (x * x + z * z),
-            2 * (y * z - w * x),
-            2 * (x * z - w * y),
-            2 * (y * z + w * x),
-            1 - 2 * (x * x + y * y),
-        ],
-        axis=-1,
-    ).reshape(n, 3, 3)
+    R = quat_to_rotmat(splats.quats.detach().cpu().to(torch.float64)).numpy()
     M = R * np.exp(splats.log_scales.detach().cpu().numpy().astype(np.float64))[:, None, :]
     cov = M @ M.transpose(0, 2, 1)
     logit = splats.logit_opacities.detach().cpu().numpy().astype(np.float64)

@@ -7,11 +7,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import shutil
 import struct
 import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,7 +37,9 @@ from exporters.ply import export_ply
 from exporters.registry import ExportOptions, exporter_for_path
 from exporters.splat import export_splat, read_splat
 from exporters.spz import RDF_SH_FLIP, export_spz, read_spz
-from tests.conftest import REPO, tool
+from tests.conftest import tool
+from tests.test_cli import run as run_worldgen
+from tests.test_formats import validate_gltf
 from worldgen.camera import rot_x, rot_y, rot_z
 from worldgen.cli import main
 from worldgen.splats import SH_C0, Splats, inria_property_names, read_ply, write_ply
@@ -185,20 +185,6 @@ def via_splat_transform_ply(src: Path, tmp: Path) -> dict[str, np.ndarray]:
     splat_transform(src, out)
     v = PlyData.read(str(out))["vertex"].data
     return {name: np.asarray(v[name], np.float64) for name in v.dtype.names}
-
-
-def validate_gltf(path: Path) -> dict:
-    tool("gltf-validator")
-    js = (
-        "const v=require('gltf-validator');const fs=require('fs');const f=process.argv[1];"
-        "v.validateBytes(new Uint8Array(fs.readFileSync(f)),{uri:f})"
-        ".then(r=>console.log(JSON.stringify(r))).catch(e=>{console.error(e);process.exit(2);});"
-    )
-    r = subprocess.run(
-        ["node", "-e", js, str(path)], capture_output=True, text=True, cwd=REPO, timeout=120
-    )
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
 
 
 def khr_sh_basis(d: np.ndarray) -> np.ndarray:
@@ -658,16 +644,8 @@ def test_markers_in_the_gltf_splats(marker_world, tmp_path):
 
 
 def run_cli(*args, cwd=None):
-    env = dict(os.environ)
-    env.pop("WORLDGEN_DEBUG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "worldgen", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=300,
-    )
+    """``worldgen`` in a fresh process (tests.test_cli.run)."""
+    return run_worldgen(*args, cwd=cwd)
 
 
 def assert_one_line_error(r, *needles):

@@ -36,6 +36,10 @@ import torch
 from ..camera import Camera
 from ..splats import Splats
 from .common import (
+    _SH_C0,
+    _SH_C1,
+    _SH_C2,
+    _SH_C3,
     ALPHA_MAX,
     ALPHA_MIN,
     EPS2D,
@@ -335,17 +339,8 @@ if HAVE_NUMBA:
 
 
 if HAVE_NUMBA:
-    _C0 = 0.2820947917738781
-    _C1 = 0.48860251190292
-    _C2 = (1.092548430592079, 0.9461746957575601, 0.3153915652525201, 0.5462742152960395)
-    _C3 = (
-        2.285228997322329,
-        0.4570457994644658,
-        1.445305721320277,
-        0.5900435899266435,
-        1.865881662950577,
-        1.119528997770346,
-    )
+    # gsplat's SH constants, shared with the torch path
+    _C0, _C1, _C2, _C3 = _SH_C0, _SH_C1, _SH_C2, _SH_C3
 
     @njit(cache=True, inline="always")
     def _sh_basis(deg, x, y, z, out, dout):
