@@ -99,7 +99,7 @@ def test_depth_anchor_keeps_splats_on_their_surfaces():
                       "means": start.means})  # fmt: skip
     offsets = {}
     for w in (0.0, 100.0):
-        cfg = RefineConfig(iters=30, lr_means=5e-3, anchor_weight=w)
+        cfg = RefineConfig(iters=30, lr_means=5e-3, anchor_weight=w)  # positions free
         out, _ = refine(moved, [View(target, cam)], cfg)
         scale = torch.exp(truth.log_scales).amax(1)
         offsets[w] = float(((out.means - truth.means).norm(dim=1) / scale).median())
@@ -149,3 +149,21 @@ def test_mask_and_layer_views():
     st = init_state(two, [View(only0, cam, layers=(0,))], cfg)
     assert refine_step(st, cfg) < 1e-4
     assert math.isfinite(float(np.float64(st.history[-1])))
+
+
+def test_build_with_refinement_records_it(tmp_path):
+    """``refine.iters`` in a preset runs the stage in ``worldgen build`` (photo + layer views)."""
+    import json
+
+    from tests.conftest import save_rgb, textured
+    from worldgen.config import load_preset
+    from worldgen.pipeline import build
+
+    img = save_rgb(textured(48, 64, seed=2), tmp_path / "p.png")
+    cfg = load_preset("fast").replace(refine={"iters": 3, "prune_every": 2})
+    res = build(img, tmp_path / "r.world", cfg, use_cache=False)
+    m = json.loads((res.path / "world.json").read_text())
+    assert m["refine"]["iters"] == 3 and "refine" in m["timings"]
+    assert m["refine"]["loss_last"] <= m["refine"]["loss_first"] * 1.05
+    assert m["refine"]["splats"] == m["splats"]["count"]
+    assert m["config"]["refine"]["iters"] == 3

@@ -16,6 +16,7 @@ import yaml
 
 from .errors import InputError
 from .layers import LayerConfig
+from .optimize import RefineConfig
 from .outpaint import OutpaintConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -116,6 +117,8 @@ class BuildConfig:
     fill: FillConfig = field(default_factory=FillConfig)
     outpaint: OutpaintConfig = field(default_factory=OutpaintConfig)
     collision: CollisionConfig = field(default_factory=CollisionConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    """Splat refinement against the photo and the layers' views (``iters: 0`` = off)."""
     seed: int = 0
     """Random seed; the same seed and inputs give the same world."""
     preset: str = "default"

@@ -37,8 +37,11 @@ class RefineConfig:
 
     iters: int = 0
     """Passes over the views (0 = no refinement)."""
-    lr_means: float = 1e-4
-    """Adam learning rate of the centres, in metres (small: positions only settle)."""
+    lr_means: float = 0.0
+    """Adam learning rate of the centres, in metres (0 = positions fixed). Off by default: the
+    layered scene stacks splats at exactly the same depth (a layer and what is synthesised
+    behind it), and moving centres by even 1e-5 m reorders those ties and jumps the loss
+    (measured); try 1e-5..1e-4 on worlds without such stacks."""
     lr_quats: float = 1e-3
     lr_log_scales: float = 5e-3
     lr_opacity: float = 5e-2

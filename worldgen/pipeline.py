@@ -32,6 +32,7 @@ from .ground import GroundFit, fit_ground
 from .image import load_image, resize, save_png, working_size
 from .layers import split_layers
 from .lift import solve_colours
+from .optimize import View, refine
 from .outpaint import Panorama, extend
 from .progress import Reporter
 from .raster import rasterize
@@ -40,7 +41,10 @@ from .scene import BundleLayer, compose_layers, lift_layers, surroundings_layers
 from .splats import Splats, ply_bytes
 from .world import atomic_dir, check_output, validate_manifest
 
-STAGES = ("load", "depth", "ground", "layers", "lift", "colour", "collision", "preview", "write")
+STAGES = (
+    "load", "depth", "ground", "layers", "lift", "colour", "refine", "collision", "preview",
+    "write",
+)  # fmt: skip
 
 
 @dataclass
@@ -295,6 +299,15 @@ def build(
             splats = solve_colours(splats, intr, rgb, config.lift.colour_solve_iters)
             cache.put("lift", lkey, _splats_to_arrays(splats), {})
 
+    refine_facts = {"iters": 0}
+    if config.refine.iters > 0:
+        with rep.stage("refine"):
+            splats, refine_facts = refine(splats, _refine_views(rgb, intr, layers), config.refine)
+        rep.note(
+            f"refine: {refine_facts['iters']} steps, loss {refine_facts['loss_first']:.4f} -> "
+            f"{refine_facts['loss_last']:.4f}, {refine_facts['pruned']} splats pruned"
+        )
+
     with rep.stage("collision"):
         surfaces = [
             CollisionSurface(
@@ -344,6 +357,7 @@ def build(
         if pano is not None:
             manifest["outpaint"] = _jsonable(pano.info)
         manifest["bounds"] = {"min": coll.bounds[0].tolist(), "max": coll.bounds[1].tolist()}
+        manifest["refine"] = _jsonable(refine_facts)
         manifest["timings"] = dict(rep.timings)
         validate_manifest(manifest, "world.json (being written)")
         with atomic_dir(out, force) as tmp:
@@ -485,6 +499,31 @@ def _jsonable(x):
     if isinstance(x, np.ndarray):
         return x.tolist()
     return x
+
+
+def _refine_views(rgb: np.ndarray, intr: Intrinsics, layers) -> list[View]:
+    """The views refinement fits: the photo from the source camera (all splats), and each
+    perspective layer's image (with what was synthesised) where the layer has content, seen
+    from the source camera through the layer's own canvas, rendering that layer's splats."""
+    views = [
+        View(torch.from_numpy(np.ascontiguousarray(rgb, np.float32)), Camera(intr, Pose.identity()))
+    ]
+    for k, L in enumerate(layers):
+        if L.projection != "perspective" or L.kind == "sky":
+            continue
+        mask = torch.from_numpy(((L.alpha > 0.5) & np.isfinite(L.depth)).astype(np.float32))
+        if float(mask.sum()) < 1:
+            continue
+        li = L.intrinsics or intr
+        views.append(
+            View(
+                torch.from_numpy(np.ascontiguousarray(L.rgb, np.float32)),
+                Camera(li, Pose.identity()),
+                mask=mask,
+                layers=(k,),
+            )
+        )
+    return views
 
 
 def _manifest(
