@@ -50,12 +50,12 @@ def _upstream(H: int, W: int, seed: int):
     )
 
 
-def check(splats, cam, bg=None, size=(None, None), seed=0):
+def check(splats, cam, bg=None, size=(None, None), seed=0, backend="cpu"):
     W = size[0] or cam.intrinsics.width
     H = size[1] or cam.intrinsics.height
     g_rgb, g_alpha = _upstream(H, W, seed)
     ref, g_ref = _grads("reference", splats, cam, bg, g_rgb, g_alpha, size)
-    out, g = _grads("cpu", splats, cam, bg, g_rgb, g_alpha, size)
+    out, g = _grads(backend, splats, cam, bg, g_rgb, g_alpha, size)
     assert_close_outputs(out, ref)
     assert_close_grads(g, g_ref)
     return out
@@ -115,3 +115,20 @@ def test_no_grad_path_and_pair_count():
     )
     pairs = count_pairs(splats, cam, settings)
     assert 300 <= pairs <= 300 * 6  # each splat touches 1..6 of the 3 x 2 tiles
+
+
+# ----------------------------------------------------------------------------- torch autograd
+
+
+@pytest.mark.parametrize("deg", [0, 3])
+@pytest.mark.parametrize("case", ["one", "fifty", "three-hundred", "huge", "behind-and-near"])
+def test_torch_backend_gradients_match_reference(case, deg):
+    """The pure-PyTorch backend's autograd path (the portable baseline) against the reference."""
+    n, seed, kw = CASES[case]
+    splats, cam = random_scene(n, seed * 10 + deg, deg=deg, **kw)
+    check(splats, cam, (0.1, 0.3, 0.7) if deg else None, seed=seed, backend="torch")
+
+
+def test_torch_backend_gradients_with_early_termination():
+    splats, cam = random_scene(300, 11, log_scale=(-0.5, 0.5), logit=(6.0, 8.0), margin=0.0)
+    check(splats, cam, backend="torch")

@@ -284,9 +284,86 @@ def render_weights_torch(
     return RenderWeights(pix_t, splat_t, weight_t, final_T, settings.width, settings.height)
 
 
-@torch.no_grad()
+def _needs_grad(splats: Splats) -> bool:
+    return torch.is_grad_enabled() and any(
+        t.requires_grad
+        for t in (splats.means, splats.quats, splats.log_scales, splats.logit_opacities, splats.sh)
+    )
+
+
+def rasterize_torch_autograd(
+    splats: Splats, camera: Camera, settings: RasterSettings
+) -> RenderOutput:
+    """The differentiable path (autograd, float64): every splat paired with the pixels of its
+    alpha >= 1/255 box (as gsplat's ``_torch_impl``), pairs sorted by (pixel, depth rank), the
+    segmented front-to-back transmittance by a cumulative sum of ``log(1 - alpha)``. All pairs
+    are held at once: the portable baseline for small and medium scenes, not for big ones."""
+    W, H = settings.width, settings.height
+    P = W * H
+    dev = splats.means.device
+    proj = project(splats, camera, settings, grad=True)
+    ids = torch.nonzero(proj.valid).squeeze(1)
+    ids = ids[torch.argsort(proj.depth.detach()[ids], stable=True)]
+    zero = torch.zeros((), dtype=torch.float64, device=dev)
+    if ids.numel() == 0:
+        empty = torch.zeros(P, dtype=torch.float64, device=dev)
+        return finish(empty[:, None].expand(P, 3) + zero, empty, torch.ones_like(empty), settings)
+    with torch.no_grad():
+        mx, my = proj.mean2d[ids].unbind(-1)
+        hx, hy = proj.half_extent[ids].unbind(-1)
+        x0 = torch.ceil(mx - hx * (1 + 1e-9) - _SPAN_PAD).clamp(0, W).long()
+        x1 = torch.floor(mx + hx * (1 + 1e-9) + _SPAN_PAD).clamp(-1, W - 1).long()
+        y0 = torch.ceil(my - hy * (1 + 1e-9) - _SPAN_PAD).clamp(0, H).long()
+        y1 = torch.floor(my + hy * (1 + 1e-9) + _SPAN_PAD).clamp(-1, H - 1).long()
+        nx = (x1 - x0 + 1).clamp_min(0)
+        ny = (y1 - y0 + 1).clamp_min(0)
+        count = nx * ny
+        rank = torch.repeat_interleave(torch.arange(ids.numel(), device=dev), count)
+        first = torch.cumsum(count, 0) - count
+        local = torch.arange(rank.numel(), device=dev) - first[rank]
+        px = x0[rank] + local % nx[rank].clamp_min(1)
+        py = y0[rank] + local // nx[rank].clamp_min(1)
+    splat = ids[rank]
+    dx = proj.mean2d[splat, 0] - px.double()
+    dy = proj.mean2d[splat, 1] - py.double()
+    a, b, c = proj.conic[splat].unbind(-1)
+    sigma = (0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy).clamp_min(0.0)
+    alpha = (proj.opacity[splat] * torch.exp(-sigma)).clamp(max=ALPHA_MAX)
+    keep = torch.nonzero(alpha.detach() >= ALPHA_MIN).squeeze(1)
+    alpha, rank, splat = alpha[keep], rank[keep], splat[keep]
+    pix = (py * W + px)[keep]
+    with torch.no_grad():
+        order = torch.argsort(pix * ids.numel() + rank)
+        pix = pix[order]
+        new = torch.ones_like(pix, dtype=torch.bool)
+        new[1:] = pix[1:] != pix[:-1]
+        seg = torch.cumsum(new, 0) - 1
+        starts = torch.nonzero(new).squeeze(1)
+    alpha, splat = alpha[order], splat[order]
+    lg = torch.log1p(-alpha)
+    cs = torch.cumsum(lg, 0)
+    base = (cs - lg)[starts]  # cumulative sum before each pixel's run
+    incl = cs - base[seg]  # log T after each pair
+    comp = (incl.detach() > LOG_T_MIN).to(alpha.dtype)  # the pixel stops at the first that is not
+    w = alpha * torch.exp(incl - lg) * comp
+    feat = torch.cat([proj.color[splat], proj.depth.detach()[splat, None]], dim=1)
+    acc = torch.zeros(P, 4, dtype=torch.float64, device=dev).index_add(0, pix, w[:, None] * feat)
+    log_T = torch.zeros(P, dtype=torch.float64, device=dev).index_add(0, pix, lg * comp)
+    return finish(acc[:, :3], acc[:, 3].detach(), torch.exp(log_T), settings)
+
+
 def rasterize_torch(
     splats: Splats, camera: Camera, settings: RasterSettings, max_pairs: int = MAX_PAIRS
+) -> RenderOutput:
+    """Forward in bounded chunks (``PairStream``); with gradients needed, the autograd path."""
+    if _needs_grad(splats):
+        return rasterize_torch_autograd(splats, camera, settings)
+    with torch.no_grad():
+        return _rasterize_torch_chunked(splats, camera, settings, max_pairs)
+
+
+def _rasterize_torch_chunked(
+    splats: Splats, camera: Camera, settings: RasterSettings, max_pairs: int
 ) -> RenderOutput:
     proj = project(splats, camera, settings)
     stream = PairStream(proj, settings, max_pairs)
