@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..backends import first_runnable
 from ..errors import BackendError
 from .base import CEILING, GROUND, LABEL_NAMES, SKY, VERTICAL, DepthBackend, DepthEstimate
 
@@ -92,18 +93,7 @@ def resolve_backend(
         if not ok:
             raise BackendError(f"depth backend {name!r} cannot run here: {why}")
         return backend, "chosen with --depth"
-    skipped = []
-    for cand in _AUTO_ORDER:
-        backend = get_backend(cand)
-        check = getattr(backend, "auto_available", None)
-        ok, why = check(device=device) if check else backend.available()
-        if ok:
-            reason = f"auto: {cand} ({why})"
-            if skipped:
-                reason += "; skipped " + "; ".join(skipped)
-            return backend, reason
-        skipped.append(f"{cand}: {why}")
-    raise BackendError("no depth backend can run here: " + "; ".join(skipped))
+    return first_runnable(((c, get_backend(c)) for c in _AUTO_ORDER), device, "depth")
 
 
 def _register_builtins() -> None:

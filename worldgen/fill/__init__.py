@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..backends import first_runnable
 from ..errors import BackendError
 from .base import FillBackend, FillResult, GroundPlane
 
@@ -70,22 +71,16 @@ def resolve_fill_backend(
         if not ok:
             raise BackendError(f"fill backend {name!r} cannot run here: {why}")
         return backend, "chosen with --inpaint" + (" (--inpaint-model)" if model else "")
-    skipped = []
-    for cand in _AUTO_ORDER:
-        if cand == "classical":
-            backend = get_fill_backend("classical")
-            ok, why = backend.available()
-        else:
-            backend = get_fill_backend(cand, model=model, device=device, **learned_options)
-            check = getattr(backend, "auto_available", None)
-            ok, why = check(device=device) if check else backend.available()
-        if ok:
-            reason = f"auto: {cand} ({why})"
-            if skipped:
-                reason += "; skipped " + "; ".join(skipped)
-            return backend, reason
-        skipped.append(f"{cand}: {why}")
-    raise BackendError("no fill backend can run here: " + "; ".join(skipped))
+    candidates = (
+        (
+            cand,
+            get_fill_backend("classical")
+            if cand == "classical"
+            else get_fill_backend(cand, model=model, device=device, **learned_options),
+        )
+        for cand in _AUTO_ORDER
+    )
+    return first_runnable(candidates, device, "fill")
 
 
 def _register_builtins() -> None:
