@@ -10,10 +10,13 @@ Pinned scenes (the optimisation issue's acceptance 1):
 
 Per (backend, scene): median seconds per iteration over ``--iters`` after one warm-up (L1 loss
 against a fixed random target, Adam over all parameters, ``fused=True`` where torch offers it),
-the splat-tile pair count of the first view and the process's peak RSS growth. Backends that
-cannot run a backward pass here are reported with the reason instead of a time.
+the splat-tile pair count of the first view and the process's peak RSS growth (for ``gsplat``,
+the CUDA memory peak). Backends that cannot run here are reported with the reason instead of a
+time: ``gsplat`` needs a CUDA device; ``gsplat_torch`` (gsplat 1.5.3's ``_torch_impl`` path) has
+no CPU path at all, since its ``_rasterize_to_pixels`` calls the CUDA kernel
+``rasterize_to_indices_in_range`` and needs nerfacc.
 
-    .venv/bin/python benchmarks/raster_cpu.py [--scenes a b c] [--backends cpu torch]
+    .venv/bin/python benchmarks/raster_cpu.py [--scenes a b c] [--backends cpu torch gsplat]
                                               [--iters 5] [--json]
 """
 
@@ -36,7 +39,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from worldgen.camera import Camera, Intrinsics, Pose  # noqa: E402
-from worldgen.raster import rasterize  # noqa: E402
+from worldgen.raster import available_backends, rasterize  # noqa: E402
 from worldgen.raster.common import make_settings  # noqa: E402
 from worldgen.raster.cpu import count_pairs  # noqa: E402
 from worldgen.splats import Splats  # noqa: E402
@@ -77,34 +80,76 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _gsplat_torch_reason() -> str:
+    try:
+        import gsplat  # noqa: F401
+    except ImportError:
+        return "gsplat is not installed"
+    return (
+        "gsplat 1.5.3's _torch_impl._rasterize_to_pixels calls the CUDA kernel "
+        "rasterize_to_indices_in_range and needs nerfacc: no CPU path; its projection and SH "
+        "are checked in tests/test_gsplat_conventions.py"
+    )
+
+
 def time_backend(backend: str, splats: Splats, cam: Camera, iters: int) -> dict:
-    params = {k: getattr(splats, k).detach().clone().float().requires_grad_(True) for k in PARAMS}
+    cuda = backend == "gsplat"
+    dev = torch.device("cuda" if cuda else "cpu")
+    params = {
+        k: getattr(splats, k).detach().clone().float().to(dev).requires_grad_(True) for k in PARAMS
+    }
     try:
         opt = torch.optim.Adam(list(params.values()), lr=1e-3, fused=True)
     except (RuntimeError, TypeError):
         opt = torch.optim.Adam(list(params.values()), lr=1e-3)
     W, H = cam.intrinsics.width, cam.intrinsics.height
-    target = torch.rand(H, W, 3, generator=torch.Generator().manual_seed(1))
+    target = torch.rand(H, W, 3, generator=torch.Generator().manual_seed(1)).to(dev)
+    layers = splats.layers.to(dev)
     times = []
     rss0 = _peak_mb()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     for it in range(iters + 1):
+        if cuda:
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
-        out = rasterize(Splats(**params, layers=splats.layers), cam, backend=backend)
+        out = rasterize(Splats(**params, layers=layers), cam, backend=backend)
         loss = (out.rgb - target).abs().mean()
         if not loss.requires_grad:
             return {"error": f"the {backend} backend has no backward pass"}
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if cuda:
+            torch.cuda.synchronize()
         if it > 0:  # the first iteration is the warm-up
             times.append(time.perf_counter() - t0)
-    return {"sec_per_iter": statistics.median(times), "peak_mb": _peak_mb() - rss0 + 0.0}
+    if cuda:
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = _peak_mb() - rss0 + 0.0
+    return {"sec_per_iter": statistics.median(times), "peak_mb": peak}
+
+
+def _machine() -> dict:
+    import os
+    import platform
+
+    from worldgen.raster import cpu
+
+    info = {"cores": os.cpu_count(), "cpu": platform.processor() or platform.machine()}
+    impl = getattr(cpu, "kernel_impl", None)
+    if impl is not None:
+        info["cpu_kernels"] = impl()
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenes", nargs="*", default=["a", "b", "c"])
-    ap.add_argument("--backends", nargs="*", default=["cpu", "torch", "gsplat_torch"])
+    ap.add_argument("--backends", nargs="*", default=["cpu", "torch", "gsplat", "gsplat_torch"])
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     a = ap.parse_args(argv)
@@ -133,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
                     "pairs": pairs,
                 }
                 if backend == "gsplat_torch":
-                    row["error"] = "gsplat is not installed (the CUDA backend is not built yet)"
+                    row["error"] = _gsplat_torch_reason()
+                elif backend not in available_backends():
+                    row["error"] = f"the {backend} backend cannot run here (needs CUDA + gsplat)"
                 else:
                     row.update(time_backend(backend, splats, cam, a.iters))
                 results.append(row)
@@ -143,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{scene} {backend:13s} {len(splats):>8,} splats {pairs:>9,} pairs "
                           f"{what}", flush=True)  # fmt: skip
     if a.json:
-        print(json.dumps({"results": results, "threads": torch.get_num_threads()}))
+        print(json.dumps({"results": results, "threads": torch.get_num_threads(), **_machine()}))
     return 0
 
 

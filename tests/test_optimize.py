@@ -15,10 +15,12 @@ from worldgen.optimize import (
     RefineConfig,
     View,
     current_splats,
+    densify,
     init_state,
     prune,
     refine,
     refine_step,
+    should_densify,
     should_prune,
     ssim,
 )
@@ -47,6 +49,23 @@ def test_prune_schedule_off_and_from_zero():
     assert should_prune(10, cfg) and not should_prune(11, cfg)
 
 
+@pytest.mark.parametrize(
+    "step, expected",
+    [(0, False), (1, False), (4, False), (5, True), (6, False), (9, False), (10, True),
+     (15, True), (16, False), (20, False)],
+)  # fmt: skip
+def test_densify_schedule_boundaries(step, expected):
+    cfg = RefineConfig(iters=30, densify_every=5, densify_from=5, densify_until=15)
+    assert should_densify(step, cfg) is expected
+
+
+def test_densify_schedule_off_and_open_ended():
+    assert not any(should_densify(s, RefineConfig(densify_every=0)) for s in range(0, 200))
+    cfg = RefineConfig(densify_every=3, densify_from=0, densify_until=0)
+    assert not should_densify(0, cfg)
+    assert should_densify(3, cfg) and should_densify(999, cfg) and not should_densify(1000, cfg)
+
+
 def test_config_validation():
     with pytest.raises(InputError):
         RefineConfig(iters=-1)
@@ -62,6 +81,25 @@ def test_ssim_known_values():
     assert float(ssim(a, a)) == pytest.approx(1.0, abs=1e-6)
     noisy = (a + 0.2 * torch.randn(a.shape, generator=g)).clamp(0, 1)
     assert float(ssim(a, noisy)) < 0.9
+
+
+def test_ssim_equals_the_windowed_definition():
+    """The separable blur gives 3DGS's SSIM: an 11x11 Gaussian window (sigma 1.5) by conv2d."""
+    g = torch.Generator().manual_seed(1)
+    a = torch.rand(37, 53, 3, generator=g, dtype=torch.float64)
+    b = (a + 0.15 * torch.randn(a.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+    x1 = torch.arange(11, dtype=torch.float64) - 5
+    w1 = torch.exp(-(x1 * x1) / (2 * 1.5**2))
+    w = (w1[:, None] * w1[None, :]) / w1.sum() ** 2
+
+    def f(t):
+        return torch.nn.functional.conv2d(t.permute(2, 0, 1)[:, None], w[None, None], padding=5)
+
+    mx, my = f(a), f(b)
+    sxx, syy, sxy = f(a * a) - mx * mx, f(b * b) - my * my, f(a * b) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    ref = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    assert float(ssim(a, b)) == pytest.approx(float(ref.mean()), abs=1e-6)
 
 
 def _target_and_start(seed: int = 3):
@@ -124,6 +162,115 @@ def test_prune_removes_transparent_splats_with_their_optimizer_state():
     refine_step(state, cfg)  # still runs after pruning
 
 
+def test_densify_splits_where_the_view_is_underfitted():
+    """Large blurry splats on the left half where the target has small sharp dots beside them,
+    small splats on the right half that already render the target: the splits go to the left
+    half, children are two samples of the parent's Gaussian with 1/1.6 of its scales, the
+    optimiser state, anchors and layers follow, and refining on with the new splats fits the
+    left half better than the same number of steps without splitting."""
+    from tests.test_raster import _cam
+
+    W, H = 48, 32
+    cam = _cam(W, H, float(W))
+    K = cam.intrinsics
+    g = torch.Generator().manual_seed(0)
+
+    def grid(u0, u1, v0, v1, step):
+        uu, vv = torch.meshgrid(torch.arange(u0, u1, step), torch.arange(v0, v1, step),
+                                indexing="xy")  # fmt: skip
+        return torch.stack([uu, vv], -1).reshape(-1, 2)
+
+    def make(uv, sigma_px, logit, layer):
+        m = len(uv)
+        z = 2.0 + 0.2 * torch.rand(m, generator=g)  # no equal-depth ties: centres may move
+        means = torch.stack([(uv[:, 0] - K.cx) * z / K.fx, (uv[:, 1] - K.cy) * z / K.fy, z], 1)
+        return Splats(
+            means=means,
+            quats=torch.nn.functional.normalize(torch.randn(m, 4, generator=g), dim=-1),
+            log_scales=torch.log(sigma_px * z / K.fx)[:, None].repeat(1, 3),
+            logit_opacities=torch.full((m,), logit),
+            sh=torch.rand(m, 1, 3, generator=g) - 0.5,
+            layers=torch.full((m,), layer, dtype=torch.uint8),
+        )
+
+    def cat(a, b):
+        names = ("means", "quats", "log_scales", "logit_opacities", "sh", "layers")
+        return Splats(*(torch.cat([getattr(a, k), getattr(b, k)]) for k in names))
+
+    big = make(grid(2.0, 22, 2.0, 32, 4), 2.0, 1.0, 0)
+    small = make(grid(28.5, 48, 0.5, 32, 1.5), 0.8, 3.0, 1)  # out of reach of the big ones
+    dots = make(grid(3.5, 22, 3.0, 32, 4), 0.6, 4.0, 0)  # beside each big splat's centre
+    splats = cat(big, small)
+    n_big, n = len(big), len(splats)
+    with torch.no_grad():
+        target = rasterize(cat(dots, small), cam, backend="cpu").rgb
+    cfg = RefineConfig(iters=6, densify_every=3, densify_from=3, densify_fraction=0.5,
+                       densify_min_px=1.0, ssim_weight=0.0, lr_sh0=1e-2, lr_means=5e-3,
+                       anchor_weight=0.0)  # fmt: skip
+    state = init_state(splats, [View(target, cam)], cfg)
+    for _ in range(3):
+        refine_step(state, cfg)
+    assert should_densify(state.step, cfg)
+    parents = {k: t.detach().clone() for k, t in state.params.items()}
+    seen = int((state.grad_count > 0).sum())
+    added = densify(state, cfg)
+    assert added == int(0.5 * seen) > 0
+    m = state.params["means"].detach()
+    assert m.shape[0] == n + added  # each split: parent removed, two children appended
+    # the kept rows are the unsplit parents, in order; the split parents are the rest
+    d_kept = torch.cdist(
+        parents["means"], m[: n - added], compute_mode="donot_use_mm_for_euclid_dist"
+    )
+    kept = d_kept.min(dim=1).values == 0
+    assert int((~kept).sum()) == added
+    split = torch.nonzero(~kept).squeeze(1)
+    assert bool((split < n_big).all()), "splits went to the well-fitted half"
+    # children j and j + added share a parent: the one whose rotation they copied
+    q_child = state.params["quats"].detach()[n - added :]
+    par = split[torch.cdist(q_child, parents["quats"][split]).argmin(dim=1)]
+    assert torch.equal(par[:added], par[added:]) and len(set(par.tolist())) == added
+    children = m[n - added :]
+    dist = (children - parents["means"][par]).norm(dim=1)
+    sig = torch.exp(parents["log_scales"][par]).amax(dim=1)
+    assert bool((dist > 0).all()) and bool((dist <= 5 * sig).all())
+    parent_scales = parents["log_scales"]
+    ls = state.params["log_scales"].detach()[n - added :]
+    assert torch.allclose(ls, parent_scales[par] - math.log(1.6), atol=1e-6)
+    for k, t in state.params.items():
+        assert t.shape[0] == n + added, k
+        opt = state.optimizers.get(k)
+        if opt is None:  # the SH rest of a degree-0 scene: empty, nothing to optimise
+            assert t.numel() == 0
+            continue
+        assert opt.param_groups[0]["params"][0] is t
+        assert opt.state[t]["exp_avg"].shape == t.shape
+        assert float(opt.state[t]["exp_avg"][n - added :].abs().max()) == 0.0
+    assert state.anchor.shape[0] == m.shape[0] and state.layers.shape[0] == m.shape[0]
+    assert bool((state.layers[n - added :] == 0).all())  # the big splats' layer
+    assert state.grad_count is not None and float(state.grad_count.sum()) == 0.0
+    # the refined, densified scene fits the checkerboard half better than without splitting
+    for _ in range(40):
+        refine_step(state, cfg)
+    plain = init_state(splats, [View(target, cam)], cfg)
+    for _ in range(43):
+        refine_step(plain, cfg)
+    with torch.no_grad():
+        a = rasterize(current_splats(state), cam, backend="cpu").rgb[:, :24]
+        b = rasterize(current_splats(plain), cam, backend="cpu").rgb[:, :24]
+    pa, pb = psnr(a, target[:, :24]), psnr(b, target[:, :24])
+    assert pa > pb + 0.5, (pa, pb)
+
+
+def test_refine_reports_source_psnr():
+    truth, start, cam, target = _target_and_start(11)
+    out, facts = refine(start, [View(target, cam)], RefineConfig(iters=10, lr_sh0=2e-2))
+    before = psnr(rasterize(start, cam, backend="cpu").rgb.detach(), target)
+    after = psnr(rasterize(out, cam, backend="cpu").rgb, target)
+    assert facts["source_psnr_before"] == pytest.approx(before, abs=1e-3)
+    assert facts["source_psnr_after"] == pytest.approx(after, abs=1e-3)
+    assert facts["source_psnr_after"] > facts["source_psnr_before"]
+
+
 def test_mask_and_layer_views():
     truth, start, cam, target = _target_and_start(9)
     H, W = target.shape[:2]
@@ -167,3 +314,6 @@ def test_build_with_refinement_records_it(tmp_path):
     assert m["refine"]["loss_last"] <= m["refine"]["loss_first"] * 1.05
     assert m["refine"]["splats"] == m["splats"]["count"]
     assert m["config"]["refine"]["iters"] == 3
+    q = m["quality"]
+    assert q["source_psnr_db"] == pytest.approx(m["refine"]["source_psnr_after"], abs=0.01)
+    assert 0.0 < q["source_ssim"] <= 1.0 and q["width"] == 64 and q["height"] == 48

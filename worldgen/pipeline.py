@@ -32,7 +32,7 @@ from .ground import GroundFit, fit_ground
 from .image import load_image, resize, save_png, working_size
 from .layers import split_layers
 from .lift import solve_colours
-from .optimize import View, refine
+from .optimize import View, psnr, refine, ssim
 from .outpaint import Panorama, extend
 from .progress import Reporter
 from .raster import rasterize
@@ -55,6 +55,8 @@ class BuildResult:
     backends: dict[str, str]
     notes: list[str] = field(default_factory=list)
     cache_hits: list[str] = field(default_factory=list)
+    quality: dict = field(default_factory=dict)
+    refine: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
         return {
@@ -64,6 +66,8 @@ class BuildResult:
             "total_seconds": round(sum(self.timings.values()), 4),
             "backends": self.backends,
             "cache_hits": self.cache_hits,
+            "quality": self.quality,
+            "refine": self.refine,
             "notes": self.notes,
         }
 
@@ -330,7 +334,16 @@ def build(
         collision_glb = coll.glb_bytes()
 
     with rep.stage("preview"):
-        preview = rasterize(splats, Camera(intr, Pose.identity()), W, H).rgb.numpy()
+        preview_t = rasterize(splats, Camera(intr, Pose.identity()), W, H).rgb
+        rgb_t = torch.from_numpy(np.ascontiguousarray(rgb, np.float32))
+        quality = {
+            "source_psnr_db": round(psnr(preview_t, rgb_t), 3),
+            "source_ssim": round(float(ssim(preview_t, rgb_t)), 4),
+            "width": W,
+            "height": H,
+        }
+        preview = preview_t.numpy()
+    rep.note(f"source view: {quality['source_psnr_db']:.2f} dB PSNR, SSIM {quality['source_ssim']}")
 
     with rep.stage("write"):
         manifest = _manifest(
@@ -358,6 +371,7 @@ def build(
             manifest["outpaint"] = _jsonable(pano.info)
         manifest["bounds"] = {"min": coll.bounds[0].tolist(), "max": coll.bounds[1].tolist()}
         manifest["refine"] = _jsonable(refine_facts)
+        manifest["quality"] = quality
         manifest["timings"] = dict(rep.timings)
         validate_manifest(manifest, "world.json (being written)")
         with atomic_dir(out, force) as tmp:
@@ -376,7 +390,16 @@ def build(
         "raster": resolve_raster_backend("auto").name,
         "intrinsics": choice.source,
     }
-    return BuildResult(out, len(splats), dict(rep.timings), backends, list(rep.notes), hits)
+    return BuildResult(
+        out,
+        len(splats),
+        dict(rep.timings),
+        backends,
+        list(rep.notes),
+        hits,
+        quality,
+        _jsonable(refine_facts),
+    )
 
 
 def _write_layer(d: Path, layer: BundleLayer, intr: Intrinsics) -> None:

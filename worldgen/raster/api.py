@@ -1,7 +1,8 @@
 """Public entry points and the backend registry.
 
 A backend is a function ``(splats, camera, settings: RasterSettings) -> RenderOutput``; register
-more with ``register_backend`` (the numba "cpu" and CUDA "gsplat" backends plug in here).
+more with ``register_backend``. ``auto`` picks gsplat (CUDA) when it can run, else the fast
+``cpu`` tiles, else ``torch``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from ..splats import Splats
 from .common import RasterSettings, RenderOutput, RenderWeights, make_settings
 from .cpu import available as cpu_available
 from .cpu import rasterize_cpu
+from .gsplat_backend import available as gsplat_available
+from .gsplat_backend import rasterize_gsplat
 from .reference import rasterize_reference
 from .torch_backend import rasterize_torch, render_weights_torch
 
@@ -50,6 +53,7 @@ def register_backend(
 register_backend("torch", rasterize_torch, auto_priority=0)
 register_backend("reference", rasterize_reference)
 register_backend("cpu", rasterize_cpu, is_available=cpu_available, auto_priority=10)
+register_backend("gsplat", rasterize_gsplat, is_available=gsplat_available, auto_priority=20)
 
 
 def available_backends() -> list[str]:
