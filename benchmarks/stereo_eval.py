@@ -184,14 +184,15 @@ def _has_switch(cfg, section: str, key: str = "enabled") -> bool:
     )
 
 
-def layer_variants() -> list[tuple[str, dict]]:
+def layer_variants(preset: str | None = None) -> list[tuple[str, dict]]:
     """(label, config overrides) of the worldgen builds to compare.
 
     With ``layers.enabled`` in ``BuildConfig``: single-layer (False) and layered (True); where
     ``outpaint.enabled`` exists too, also the bare skeleton (single layer, no outpainting).
     Without ``layers.enabled``: the default config alone, which is the single-layer build.
+    When ``preset`` refines (``refine.iters > 0``), also the layered build without refinement.
     """
-    from worldgen.config import BuildConfig
+    from worldgen.config import BuildConfig, load_preset
 
     cfg = BuildConfig()
     if not _has_switch(cfg, "layers"):
@@ -206,6 +207,13 @@ def layer_variants() -> list[tuple[str, dict]]:
         )
     out.append(("worldgen single-layer", {"layers": {"enabled": False}}))
     out.append(("worldgen layered", {"layers": {"enabled": True}}))
+    if preset is not None and load_preset(preset).refine.iters > 0:
+        out.append(
+            (
+                "worldgen layered, no refinement",
+                {"layers": {"enabled": True}, "refine": {"iters": 0}},
+            )
+        )
     return out
 
 
@@ -558,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    variants = layer_variants()
+    variants = layer_variants(a.preset)
     if len(variants) == 1:
         log("BuildConfig has no layers.enabled: the default (single-layer) build is the only one")
     cmd = "python benchmarks/stereo_eval.py " + " ".join(argv if argv is not None else sys.argv[1:])

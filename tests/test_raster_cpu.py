@@ -1,15 +1,23 @@
-"""The numba tile rasterizer ("cpu") against the float64 brute-force reference: forward outputs
+"""The tile rasterizer ("cpu") against the float64 brute-force reference: forward outputs
 (max abs error <= 1e-4) and gradients w.r.t. every splat parameter (||g - g_ref|| / ||g_ref||
-<= 1e-3 per tensor), on the raster tests' random scenes and the early-termination extremes."""
+<= 1e-3 per tensor), on the raster tests' random scenes and the early-termination extremes;
+with the native tile kernels where they build (and the numba ones in the tests that run both),
+which match the numba kernels to 1e-5 (forward) and 1e-4 (gradients)."""
 
 from __future__ import annotations
 
+import ctypes
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
 from tests.test_raster import CASES, _cam, assert_close_outputs, random_scene
 from worldgen.camera import Pose
-from worldgen.raster import available_backends, rasterize, resolve_backend
+from worldgen.raster import available_backends, cpu, native, rasterize, resolve_backend
 from worldgen.raster.common import make_settings
 from worldgen.raster.cpu import count_pairs
 from worldgen.splats import Splats
@@ -132,3 +140,161 @@ def test_torch_backend_gradients_match_reference(case, deg):
 def test_torch_backend_gradients_with_early_termination():
     splats, cam = random_scene(300, 11, log_scale=(-0.5, 0.5), logit=(6.0, 8.0), margin=0.0)
     check(splats, cam, backend="torch")
+
+
+# ----------------------------------------------------------------------------- native kernels
+
+
+def _native_or_skip():
+    if native.load() is None:
+        pytest.skip(f"native tile kernels unavailable: {native.reason()}")
+
+
+def test_native_kernels_build_where_there_is_a_compiler(monkeypatch):
+    """tools/setup.sh installs g++: wherever a compiler is, the native kernels must be in use."""
+    monkeypatch.delenv("WORLDGEN_NATIVE", raising=False)
+    if shutil.which("c++") is None:
+        pytest.skip("no c++ here")
+    assert native.load() is not None, native.reason()
+    assert cpu.kernel_impl() == "native"
+
+
+@pytest.fixture(params=["native", "numba"])
+def kernels(request, monkeypatch):
+    """Runs a test once per tile kernel implementation."""
+    if request.param == "numba":
+        monkeypatch.setenv("WORLDGEN_NATIVE", "0")
+    else:
+        monkeypatch.delenv("WORLDGEN_NATIVE", raising=False)
+        _native_or_skip()
+    assert cpu.kernel_impl() == request.param
+    return request.param
+
+
+@pytest.mark.parametrize("case", ["one", "three-hundred", "sub-pixel", "huge", "anisotropic"])
+def test_both_kernels_match_reference(case, kernels):
+    n, seed, kw = CASES[case]
+    splats, cam = random_scene(n, seed * 10 + 3, deg=3, **kw)
+    check(splats, cam, (0.1, 0.3, 0.7), seed=seed)
+
+
+def test_both_kernels_match_reference_with_early_termination(kernels):
+    # opacities up to ~0.9997: raw alpha on both sides of the 0.999 clamp, pixels stopping
+    splats, cam = random_scene(300, 11, log_scale=(-0.5, 0.5), logit=(6.0, 8.0), margin=0.0)
+    check(splats, cam, bg=(0.3, 0.2, 0.1))
+
+
+def test_worldgen_native_0_selects_numba(monkeypatch):
+    monkeypatch.setenv("WORLDGEN_NATIVE", "0")
+    assert native.load() is None and "WORLDGEN_NATIVE=0" in native.reason()
+    assert cpu.kernel_impl() == "numba"
+
+
+def _kernel_inputs(n: int, W: int, H: int, seed: int = 0):
+    """The tile kernels' arguments for a random scene like the benchmark's."""
+    from benchmarks.raster_cpu import random_scene as bench_scene
+
+    splats, cam = bench_scene(n, W, H, seed=seed)
+    settings = make_settings(
+        splats, cam, None, None, sh_degree=None, background=None, near=0.01, far=1e10
+    )
+    with torch.no_grad():
+        proj = cpu.project_cpu(splats, cam, settings)
+    tx, ty = (W + 15) // 16, (H + 15) // 16
+    f = cpu._f32
+    mx, my = f(proj.mean2d[:, 0]), f(proj.mean2d[:, 1])
+    hx, hy = f(proj.half_extent[:, 0]), f(proj.half_extent[:, 1])
+    starts, entries = cpu._bin(cpu._order(proj).numpy(), mx, my, hx, hy, W, H, tx, ty)
+    conic = [f(proj.conic[:, j]) for j in range(3)]
+    bg = np.array([0.1, 0.3, 0.7], np.float32)
+    return (starts, entries, mx, my, hx, hy, *conic, f(proj.opacity), f(proj.color),
+            f(proj.depth), bg, W, H, tx, ty)  # fmt: skip
+
+
+def test_native_kernels_match_numba_on_20k_splats():
+    _native_or_skip()
+    args = _kernel_inputs(20_000, 256, 192)
+    entries, mx = args[1], args[2]
+    out, last = cpu._forward(*args)
+    out_n, last_n = native.forward(*args)
+    assert np.abs(out_n - out).max() <= 1e-5
+    assert np.array_equal(last_n, last)  # the same pixels stop at the same entries
+    rng = np.random.default_rng(0)
+    g_rgb = rng.standard_normal(out.shape[:2] + (3,)).astype(np.float32)
+    g_alpha = rng.standard_normal(out.shape[:2]).astype(np.float32)
+    T_fin = np.ascontiguousarray(out[..., 3])
+    bargs = (*args[:11], args[12], T_fin, last, g_rgb, g_alpha, *args[13:])
+    gp = cpu._backward(*bargs)
+    gp_n = native.backward(*bargs)
+    g = cpu._reduce(entries, gp, mx.size)
+    g_n = native.backward(*bargs, per_splat=True)
+    # the per-splat sums are _reduce's of the per-entry gradients, bit for bit
+    assert np.array_equal(g_n, native.reduce(entries, gp_n, mx.size))
+    assert np.array_equal(native.reduce(entries, gp, mx.size), g)
+    for j in range(9):  # mx, my, a, b, c, o, r, g, b
+        for ref, got in ((gp[:, j], gp_n[:, j]), (g[:, j], g_n[:, j])):
+            assert np.linalg.norm(got - ref) <= 1e-4 * np.linalg.norm(ref), j
+
+
+def test_native_results_do_not_depend_on_the_threads():
+    _native_or_skip()
+    args = _kernel_inputs(5_000, 128, 96, seed=1)
+    res = []
+    before = native._threads
+    try:
+        for n in (1, 2, 3):
+            native.set_threads(n)
+            out, last = native.forward(*args)
+            g_rgb = np.ones(out.shape[:2] + (3,), np.float32)
+            g_alpha = np.full(out.shape[:2], 0.5, np.float32)
+            bargs = (*args[:11], args[12], np.ascontiguousarray(out[..., 3]), last, g_rgb,
+                     g_alpha, *args[13:])  # fmt: skip
+            res.append((out, native.backward(*bargs, per_splat=True)))
+    finally:
+        native.set_threads(before)
+    for out, g in res[1:]:
+        assert np.array_equal(out, res[0][0]) and np.array_equal(g, res[0][1])
+
+
+def test_native_exp_accuracy():
+    """exp of the native kernels (a degree-5 polynomial) within 2e-7 relative on [-6, 0]."""
+    _native_or_skip()
+    x = np.linspace(-6.0, 0.0, 3_000_001, dtype=np.float32)
+    err = np.abs(native.exp_neg(x).astype(np.float64) / np.exp(x.astype(np.float64)) - 1.0)
+    assert err.max() <= 2e-7
+
+
+def test_native_order_is_a_stable_argsort():
+    _native_or_skip()
+    g = torch.Generator().manual_seed(0)
+    depth = torch.round(torch.rand(5000, generator=g) * 400) / 100  # many ties
+    depth[:6] = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), -1.5, float("nan")])
+    valid = torch.rand(5000, generator=g) > 0.2
+    ids = torch.nonzero(valid).squeeze(1)
+    want = ids[torch.argsort(depth[ids], stable=True)]
+    assert torch.equal(torch.from_numpy(native.order(depth.numpy(), valid.numpy())), want)
+    assert native.order(depth[:0].numpy(), valid[:0].numpy()).size == 0
+
+
+def test_native_build_is_atomic_and_cached(tmp_path, monkeypatch):
+    if native.compiler() is None:
+        pytest.skip("no C++ compiler")
+    monkeypatch.setenv("WORLDGEN_NATIVE_DIR", str(tmp_path))
+    renames = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        renames.append((Path(src), Path(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    path = native.build()
+    # compiled under another name in the same directory, then renamed into place
+    assert path.parent == tmp_path and path.is_file()
+    assert len(renames) == 1 and renames[0][1] == path
+    assert renames[0][0].parent == tmp_path and renames[0][0] != path
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+    mtime = path.stat().st_mtime_ns
+    assert native.build() == path and len(renames) == 1  # the second call reuses it
+    assert path.stat().st_mtime_ns == mtime
+    native._bind(ctypes.CDLL(str(path)))  # loads, and its constants are common.py's

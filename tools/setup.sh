@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything worldgen needs on a fresh Debian machine; safe to re-run (skips what's done).
 #   - Debian packages (when root, only those missing): Mesa's EGL/OpenGL (headless rendering
-#     through llvmpipe); with --test also Xvfb (the viewer window test) and Node.js/npm
+#     through llvmpipe), g++ (the cpu rasterizer's native kernels, built into
+#     ~/.cache/worldgen/native); with --test also Xvfb (the viewer window test) and Node.js/npm
 #   - a virtual environment in .venv/ with the CPU build of torch installed FIRST (otherwise a
 #     dependency pulls a multi-GB CUDA build), then worldgen in editable mode with [dev,viewer]
 #   - with --test: the third-party validators from npm (splat-transform, glTF validator) and
@@ -51,6 +52,15 @@ if command -v dpkg-query >/dev/null; then
   fi
 fi
 
+# --- C++ compiler (the cpu rasterizer's native tile kernels; without one, its numba kernels) --
+if command -v dpkg-query >/dev/null && ! command -v c++ >/dev/null; then
+  need=$(missing_debs g++)
+  if [ -n "$need" ]; then
+    # shellcheck disable=SC2086
+    apt_install $need || say "without a C++ compiler the cpu rasterizer uses its numba kernels"
+  fi
+fi
+
 # --- Python -------------------------------------------------------------------------------
 if ! "$PY" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
   echo "setup.sh: worldgen needs Python >= 3.11 (found: $("$PY" --version 2>&1))" >&2; exit 1
@@ -75,6 +85,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -c 'from worldgen.fill.patchmatch import warmup; warmup()
 from worldgen.raster.cpu import warmup; warmup()
 from renderer.sort import warm_up; warm_up()'
+  say "building the native tile kernels (C++, cached in ~/.cache/worldgen/native)"
+  .venv/bin/python -m worldgen.raster.native >/dev/null ||
+    say "the cpu rasterizer will use its numba kernels"
   touch "$stamp"
 fi
 
