@@ -57,6 +57,8 @@ from .common import (
 )
 
 TILE = 16
+#: splats per scratch allocation in the projection kernels
+_CHUNK = 256
 
 try:
     import numba
@@ -440,7 +442,9 @@ if HAVE_NUMBA:
         ccy = -(Rv[0, 1] * tv[0] + Rv[1, 1] * tv[1] + Rv[2, 1] * tv[2])
         ccz = -(Rv[0, 2] * tv[0] + Rv[1, 2] * tv[1] + Rv[2, 2] * tv[2])
         K = (deg + 1) * (deg + 1)
-        for i in prange(n):
+        # scratch per chunk of splats, not per splat (a heap allocation each otherwise)
+        n_chunks = (n + _CHUNK - 1) // _CHUNK
+        for ci in prange(n_chunks):
             R = np.empty((3, 3))
             M = np.empty((3, 3))
             S = np.empty((3, 3))
@@ -448,71 +452,80 @@ if HAVE_NUMBA:
             T1 = np.empty((3, 3))
             basis = np.empty(16)
             dbasis = np.empty((16, 3))
-            # np.float64(): the parameters may be float32 arrays, the maths is float64 regardless
-            # (numba's float() would keep float32)
-            mx, my, mz = np.float64(means[i, 0]), np.float64(means[i, 1]), np.float64(means[i, 2])
-            x = Rv[0, 0] * mx + Rv[0, 1] * my + Rv[0, 2] * mz + tv[0]
-            y = Rv[1, 0] * mx + Rv[1, 1] * my + Rv[1, 2] * mz + tv[1]
-            z = Rv[2, 0] * mx + Rv[2, 1] * my + Rv[2, 2] * mz + tv[2]
-            op = 1.0 / (1.0 + math.exp(-np.float64(logits[i])))
-            out[i, 5] = z
-            out[i, 6] = op
-            if not (z >= near and z <= far) or op < ALPHA_MIN:
-                continue
-            q0, q1 = np.float64(quats[i, 0]), np.float64(quats[i, 1])
-            q2, q3 = np.float64(quats[i, 2]), np.float64(quats[i, 3])
-            qn = math.sqrt(q0**2 + q1**2 + q2**2 + q3**2)
-            qn = max(qn, 1e-12)
-            _rotmat(q0 / qn, q1 / qn, q2 / qn, q3 / qn, R)
-            for a in range(3):
-                for b in range(3):
-                    M[a, b] = R[a, b] * math.exp(np.float64(log_scales[i, b]))
-            for a in range(3):
-                for b in range(3):
-                    S[a, b] = M[a, 0] * M[b, 0] + M[a, 1] * M[b, 1] + M[a, 2] * M[b, 2]
-            for a in range(3):  # T1 = Rv S
-                for b in range(3):
-                    T1[a, b] = Rv[a, 0] * S[0, b] + Rv[a, 1] * S[1, b] + Rv[a, 2] * S[2, b]
-            for a in range(3):  # Sc = T1 Rv^T
-                for b in range(3):
-                    Sc[a, b] = T1[a, 0] * Rv[b, 0] + T1[a, 1] * Rv[b, 1] + T1[a, 2] * Rv[b, 2]
-            tx = z * min(max(x / z, -lxn), lxp)
-            ty = z * min(max(y / z, -lyn), lyp)
-            j00 = fx / z
-            j02 = -fx * tx / (z * z)
-            j11 = fy / z
-            j12 = -fy * ty / (z * z)
-            # C = J Sc J^T with J = [[j00, 0, j02], [0, j11, j12]]
-            c00 = j00 * j00 * Sc[0, 0] + 2.0 * j00 * j02 * Sc[0, 2] + j02 * j02 * Sc[2, 2] + EPS2D
-            c11 = j11 * j11 * Sc[1, 1] + 2.0 * j11 * j12 * Sc[1, 2] + j12 * j12 * Sc[2, 2] + EPS2D
-            c01 = (
-                j00 * j11 * Sc[0, 1]
-                + j00 * j12 * Sc[0, 2]
-                + j02 * j11 * Sc[2, 1]
-                + j02 * j12 * Sc[2, 2]
-            )
-            det = c00 * c11 - c01 * c01
-            if not det > 0:
-                continue
-            u = fx * x / z + cx
-            v = fy * y / z + cy
-            ext = min(math.sqrt(2.0 * math.log(max(op, ALPHA_MIN) / ALPHA_MIN)), EXTEND_MAX)
-            out[i, 0] = u
-            out[i, 1] = v
-            out[i, 2] = c11 / det
-            out[i, 3] = -c01 / det
-            out[i, 4] = c00 / det
-            out[i, 10] = ext * math.sqrt(c00)
-            out[i, 11] = ext * math.sqrt(c11)
-            dx, dy, dz = mx - ccx, my - ccy, mz - ccz
-            dn = max(math.sqrt(dx * dx + dy * dy + dz * dz), 1e-12)
-            _sh_basis(deg, dx / dn, dy / dn, dz / dn, basis, dbasis)
-            for ch in range(3):
-                acc = 0.0
-                for k in range(K):
-                    acc += basis[k] * sh[i, k, ch]
-                out[i, 7 + ch] = max(acc + 0.5, 0.0)
-            valid[i] = np.isfinite(u) and np.isfinite(v)
+            for i in range(ci * _CHUNK, min(n, (ci + 1) * _CHUNK)):
+                # np.float64(): the parameters may be float32 arrays, the maths is float64
+                # regardless (numba's float() would keep float32)
+                mx, my, mz = (
+                    np.float64(means[i, 0]),
+                    np.float64(means[i, 1]),
+                    np.float64(means[i, 2]),
+                )
+                x = Rv[0, 0] * mx + Rv[0, 1] * my + Rv[0, 2] * mz + tv[0]
+                y = Rv[1, 0] * mx + Rv[1, 1] * my + Rv[1, 2] * mz + tv[1]
+                z = Rv[2, 0] * mx + Rv[2, 1] * my + Rv[2, 2] * mz + tv[2]
+                op = 1.0 / (1.0 + math.exp(-np.float64(logits[i])))
+                out[i, 5] = z
+                out[i, 6] = op
+                if not (z >= near and z <= far) or op < ALPHA_MIN:
+                    continue
+                q0, q1 = np.float64(quats[i, 0]), np.float64(quats[i, 1])
+                q2, q3 = np.float64(quats[i, 2]), np.float64(quats[i, 3])
+                qn = math.sqrt(q0**2 + q1**2 + q2**2 + q3**2)
+                qn = max(qn, 1e-12)
+                _rotmat(q0 / qn, q1 / qn, q2 / qn, q3 / qn, R)
+                for a in range(3):
+                    for b in range(3):
+                        M[a, b] = R[a, b] * math.exp(np.float64(log_scales[i, b]))
+                for a in range(3):
+                    for b in range(3):
+                        S[a, b] = M[a, 0] * M[b, 0] + M[a, 1] * M[b, 1] + M[a, 2] * M[b, 2]
+                for a in range(3):  # T1 = Rv S
+                    for b in range(3):
+                        T1[a, b] = Rv[a, 0] * S[0, b] + Rv[a, 1] * S[1, b] + Rv[a, 2] * S[2, b]
+                for a in range(3):  # Sc = T1 Rv^T
+                    for b in range(3):
+                        Sc[a, b] = T1[a, 0] * Rv[b, 0] + T1[a, 1] * Rv[b, 1] + T1[a, 2] * Rv[b, 2]
+                tx = z * min(max(x / z, -lxn), lxp)
+                ty = z * min(max(y / z, -lyn), lyp)
+                j00 = fx / z
+                j02 = -fx * tx / (z * z)
+                j11 = fy / z
+                j12 = -fy * ty / (z * z)
+                # C = J Sc J^T with J = [[j00, 0, j02], [0, j11, j12]]
+                c00 = (
+                    j00 * j00 * Sc[0, 0] + 2.0 * j00 * j02 * Sc[0, 2] + j02 * j02 * Sc[2, 2] + EPS2D
+                )
+                c11 = (
+                    j11 * j11 * Sc[1, 1] + 2.0 * j11 * j12 * Sc[1, 2] + j12 * j12 * Sc[2, 2] + EPS2D
+                )
+                c01 = (
+                    j00 * j11 * Sc[0, 1]
+                    + j00 * j12 * Sc[0, 2]
+                    + j02 * j11 * Sc[2, 1]
+                    + j02 * j12 * Sc[2, 2]
+                )
+                det = c00 * c11 - c01 * c01
+                if not det > 0:
+                    continue
+                u = fx * x / z + cx
+                v = fy * y / z + cy
+                ext = min(math.sqrt(2.0 * math.log(max(op, ALPHA_MIN) / ALPHA_MIN)), EXTEND_MAX)
+                out[i, 0] = u
+                out[i, 1] = v
+                out[i, 2] = c11 / det
+                out[i, 3] = -c01 / det
+                out[i, 4] = c00 / det
+                out[i, 10] = ext * math.sqrt(c00)
+                out[i, 11] = ext * math.sqrt(c11)
+                dx, dy, dz = mx - ccx, my - ccy, mz - ccz
+                dn = max(math.sqrt(dx * dx + dy * dy + dz * dz), 1e-12)
+                _sh_basis(deg, dx / dn, dy / dn, dz / dn, basis, dbasis)
+                for ch in range(3):
+                    acc = 0.0
+                    for k in range(K):
+                        acc += basis[k] * sh[i, k, ch]
+                    out[i, 7 + ch] = max(acc + 0.5, 0.0)
+                valid[i] = np.isfinite(u) and np.isfinite(v)
         return out, valid
 
     @njit(parallel=True, cache=True)
@@ -538,9 +551,9 @@ if HAVE_NUMBA:
         ccx = -(Rv[0, 0] * tv[0] + Rv[1, 0] * tv[1] + Rv[2, 0] * tv[2])
         ccy = -(Rv[0, 1] * tv[0] + Rv[1, 1] * tv[1] + Rv[2, 1] * tv[2])
         ccz = -(Rv[0, 2] * tv[0] + Rv[1, 2] * tv[1] + Rv[2, 2] * tv[2])
-        for i in prange(n):
-            if not valid[i]:
-                continue
+        # scratch per chunk of splats, not per splat (a heap allocation each otherwise)
+        n_chunks = (n + _CHUNK - 1) // _CHUNK
+        for ci in prange(n_chunks):
             R = np.empty((3, 3))
             M = np.empty((3, 3))
             S = np.empty((3, 3))
@@ -551,168 +564,179 @@ if HAVE_NUMBA:
             gM = np.empty((3, 3))
             basis = np.empty(16)
             dbasis = np.empty((16, 3))
-            mx, my, mz = np.float64(means[i, 0]), np.float64(means[i, 1]), np.float64(means[i, 2])
-            x = Rv[0, 0] * mx + Rv[0, 1] * my + Rv[0, 2] * mz + tv[0]
-            y = Rv[1, 0] * mx + Rv[1, 1] * my + Rv[1, 2] * mz + tv[1]
-            z = Rv[2, 0] * mx + Rv[2, 1] * my + Rv[2, 2] * mz + tv[2]
-            op = 1.0 / (1.0 + math.exp(-np.float64(logits[i])))
-            g_logit[i] = g_in[i, 5] * op * (1.0 - op)
-            q0, q1 = np.float64(quats[i, 0]), np.float64(quats[i, 1])
-            q2, q3 = np.float64(quats[i, 2]), np.float64(quats[i, 3])
-            qn = max(math.sqrt(q0**2 + q1**2 + q2**2 + q3**2), 1e-12)
-            qw, qx, qy, qz = q0 / qn, q1 / qn, q2 / qn, q3 / qn
-            _rotmat(qw, qx, qy, qz, R)
-            sc0 = math.exp(np.float64(log_scales[i, 0]))
-            sc1 = math.exp(np.float64(log_scales[i, 1]))
-            sc2 = math.exp(np.float64(log_scales[i, 2]))
-            for a in range(3):
-                M[a, 0] = R[a, 0] * sc0
-                M[a, 1] = R[a, 1] * sc1
-                M[a, 2] = R[a, 2] * sc2
-            for a in range(3):
-                for b in range(3):
-                    S[a, b] = M[a, 0] * M[b, 0] + M[a, 1] * M[b, 1] + M[a, 2] * M[b, 2]
-            for a in range(3):
-                for b in range(3):
-                    T1[a, b] = Rv[a, 0] * S[0, b] + Rv[a, 1] * S[1, b] + Rv[a, 2] * S[2, b]
-            for a in range(3):
-                for b in range(3):
-                    Sc[a, b] = T1[a, 0] * Rv[b, 0] + T1[a, 1] * Rv[b, 1] + T1[a, 2] * Rv[b, 2]
-            clx = x / z
-            cly = y / z
-            free_x = -lxn <= clx <= lxp
-            free_y = -lyn <= cly <= lyp
-            clx = min(max(clx, -lxn), lxp)
-            cly = min(max(cly, -lyn), lyp)
-            tx = z * clx
-            ty = z * cly
-            j00 = fx / z
-            j02 = -fx * tx / (z * z)
-            j11 = fy / z
-            j12 = -fy * ty / (z * z)
-            c00 = j00 * j00 * Sc[0, 0] + 2.0 * j00 * j02 * Sc[0, 2] + j02 * j02 * Sc[2, 2] + EPS2D
-            c11 = j11 * j11 * Sc[1, 1] + 2.0 * j11 * j12 * Sc[1, 2] + j12 * j12 * Sc[2, 2] + EPS2D
-            c01 = (
-                j00 * j11 * Sc[0, 1]
-                + j00 * j12 * Sc[0, 2]
-                + j02 * j11 * Sc[2, 1]
-                + j02 * j12 * Sc[2, 2]
-            )
-            det = c00 * c11 - c01 * c01
-            ga, gb, gc = g_in[i, 2], g_in[i, 3], g_in[i, 4]
-            # conic = (c11, -c01, c00) / det
-            g_det = -(ga * c11 - gb * c01 + gc * c00) / (det * det)
-            g00 = gc / det + g_det * c11
-            g11 = ga / det + g_det * c00
-            g01 = -gb / det - 2.0 * g_det * c01  # w.r.t. the symmetric off-diagonal value
-            # C = J Sc J^T: with Gc = [[g00, g01/2], [g01/2, g11]],
-            # g_J = 2 Gc J Sc and g_Sc = J^T Gc J
-            h = 0.5 * g01
-            # rows of Gc J (2 x 3): J = [[j00, 0, j02], [0, j11, j12]]
-            gj0 = (g00 * j00, h * j11, g00 * j02 + h * j12)
-            gj1 = (h * j00, g11 * j11, h * j02 + g11 * j12)
-            # g_J = 2 (Gc J) Sc; only entries 00, 02, 11, 12 of J vary
-            gJ00 = 2.0 * (gj0[0] * Sc[0, 0] + gj0[1] * Sc[1, 0] + gj0[2] * Sc[2, 0])
-            gJ02 = 2.0 * (gj0[0] * Sc[0, 2] + gj0[1] * Sc[1, 2] + gj0[2] * Sc[2, 2])
-            gJ11 = 2.0 * (gj1[0] * Sc[0, 1] + gj1[1] * Sc[1, 1] + gj1[2] * Sc[2, 1])
-            gJ12 = 2.0 * (gj1[0] * Sc[0, 2] + gj1[1] * Sc[1, 2] + gj1[2] * Sc[2, 2])
-            # g_Sc = J^T (Gc J): column k of J^T times rows of Gc J
-            Jt = ((j00, 0.0), (0.0, j11), (j02, j12))
-            for a in range(3):
-                for b in range(3):
-                    gSc[a, b] = Jt[a][0] * gj0[b] + Jt[a][1] * gj1[b]
-            # mean2d
-            gu, gv = g_in[i, 0], g_in[i, 1]
-            g_x = gu * fx / z
-            g_y = gv * fy / z
-            g_z = -(gu * fx * x + gv * fy * y) / (z * z)
-            # J entries
-            g_z += -gJ00 * fx / (z * z) - gJ11 * fy / (z * z)
-            g_tx = -gJ02 * fx / (z * z)
-            g_z += gJ02 * 2.0 * fx * tx / (z * z * z)
-            g_ty = -gJ12 * fy / (z * z)
-            g_z += gJ12 * 2.0 * fy * ty / (z * z * z)
-            if free_x:
-                g_x += g_tx
-            else:
-                g_z += g_tx * clx
-            if free_y:
-                g_y += g_ty
-            else:
-                g_z += g_ty * cly
-            # camera point -> means
-            for a in range(3):
-                g_means[i, a] += Rv[0, a] * g_x + Rv[1, a] * g_y + Rv[2, a] * g_z
-            # Sc = Rv S Rv^T -> g_S = Rv^T g_Sc Rv (symmetrised)
-            for a in range(3):
+            for i in range(ci * _CHUNK, min(n, (ci + 1) * _CHUNK)):
+                if not valid[i]:
+                    continue
+                mx, my, mz = (
+                    np.float64(means[i, 0]),
+                    np.float64(means[i, 1]),
+                    np.float64(means[i, 2]),
+                )
+                x = Rv[0, 0] * mx + Rv[0, 1] * my + Rv[0, 2] * mz + tv[0]
+                y = Rv[1, 0] * mx + Rv[1, 1] * my + Rv[1, 2] * mz + tv[1]
+                z = Rv[2, 0] * mx + Rv[2, 1] * my + Rv[2, 2] * mz + tv[2]
+                op = 1.0 / (1.0 + math.exp(-np.float64(logits[i])))
+                g_logit[i] = g_in[i, 5] * op * (1.0 - op)
+                q0, q1 = np.float64(quats[i, 0]), np.float64(quats[i, 1])
+                q2, q3 = np.float64(quats[i, 2]), np.float64(quats[i, 3])
+                qn = max(math.sqrt(q0**2 + q1**2 + q2**2 + q3**2), 1e-12)
+                qw, qx, qy, qz = q0 / qn, q1 / qn, q2 / qn, q3 / qn
+                _rotmat(qw, qx, qy, qz, R)
+                sc0 = math.exp(np.float64(log_scales[i, 0]))
+                sc1 = math.exp(np.float64(log_scales[i, 1]))
+                sc2 = math.exp(np.float64(log_scales[i, 2]))
+                for a in range(3):
+                    M[a, 0] = R[a, 0] * sc0
+                    M[a, 1] = R[a, 1] * sc1
+                    M[a, 2] = R[a, 2] * sc2
+                for a in range(3):
+                    for b in range(3):
+                        S[a, b] = M[a, 0] * M[b, 0] + M[a, 1] * M[b, 1] + M[a, 2] * M[b, 2]
+                for a in range(3):
+                    for b in range(3):
+                        T1[a, b] = Rv[a, 0] * S[0, b] + Rv[a, 1] * S[1, b] + Rv[a, 2] * S[2, b]
+                for a in range(3):
+                    for b in range(3):
+                        Sc[a, b] = T1[a, 0] * Rv[b, 0] + T1[a, 1] * Rv[b, 1] + T1[a, 2] * Rv[b, 2]
+                clx = x / z
+                cly = y / z
+                free_x = -lxn <= clx <= lxp
+                free_y = -lyn <= cly <= lyp
+                clx = min(max(clx, -lxn), lxp)
+                cly = min(max(cly, -lyn), lyp)
+                tx = z * clx
+                ty = z * cly
+                j00 = fx / z
+                j02 = -fx * tx / (z * z)
+                j11 = fy / z
+                j12 = -fy * ty / (z * z)
+                c00 = (
+                    j00 * j00 * Sc[0, 0] + 2.0 * j00 * j02 * Sc[0, 2] + j02 * j02 * Sc[2, 2] + EPS2D
+                )
+                c11 = (
+                    j11 * j11 * Sc[1, 1] + 2.0 * j11 * j12 * Sc[1, 2] + j12 * j12 * Sc[2, 2] + EPS2D
+                )
+                c01 = (
+                    j00 * j11 * Sc[0, 1]
+                    + j00 * j12 * Sc[0, 2]
+                    + j02 * j11 * Sc[2, 1]
+                    + j02 * j12 * Sc[2, 2]
+                )
+                det = c00 * c11 - c01 * c01
+                ga, gb, gc = g_in[i, 2], g_in[i, 3], g_in[i, 4]
+                # conic = (c11, -c01, c00) / det
+                g_det = -(ga * c11 - gb * c01 + gc * c00) / (det * det)
+                g00 = gc / det + g_det * c11
+                g11 = ga / det + g_det * c00
+                g01 = -gb / det - 2.0 * g_det * c01  # w.r.t. the symmetric off-diagonal value
+                # C = J Sc J^T: with Gc = [[g00, g01/2], [g01/2, g11]],
+                # g_J = 2 Gc J Sc and g_Sc = J^T Gc J
+                h = 0.5 * g01
+                # rows of Gc J (2 x 3): J = [[j00, 0, j02], [0, j11, j12]]
+                gj0 = (g00 * j00, h * j11, g00 * j02 + h * j12)
+                gj1 = (h * j00, g11 * j11, h * j02 + g11 * j12)
+                # g_J = 2 (Gc J) Sc; only entries 00, 02, 11, 12 of J vary
+                gJ00 = 2.0 * (gj0[0] * Sc[0, 0] + gj0[1] * Sc[1, 0] + gj0[2] * Sc[2, 0])
+                gJ02 = 2.0 * (gj0[0] * Sc[0, 2] + gj0[1] * Sc[1, 2] + gj0[2] * Sc[2, 2])
+                gJ11 = 2.0 * (gj1[0] * Sc[0, 1] + gj1[1] * Sc[1, 1] + gj1[2] * Sc[2, 1])
+                gJ12 = 2.0 * (gj1[0] * Sc[0, 2] + gj1[1] * Sc[1, 2] + gj1[2] * Sc[2, 2])
+                # g_Sc = J^T (Gc J): column k of J^T times rows of Gc J
+                Jt = ((j00, 0.0), (0.0, j11), (j02, j12))
+                for a in range(3):
+                    for b in range(3):
+                        gSc[a, b] = Jt[a][0] * gj0[b] + Jt[a][1] * gj1[b]
+                # mean2d
+                gu, gv = g_in[i, 0], g_in[i, 1]
+                g_x = gu * fx / z
+                g_y = gv * fy / z
+                g_z = -(gu * fx * x + gv * fy * y) / (z * z)
+                # J entries
+                g_z += -gJ00 * fx / (z * z) - gJ11 * fy / (z * z)
+                g_tx = -gJ02 * fx / (z * z)
+                g_z += gJ02 * 2.0 * fx * tx / (z * z * z)
+                g_ty = -gJ12 * fy / (z * z)
+                g_z += gJ12 * 2.0 * fy * ty / (z * z * z)
+                if free_x:
+                    g_x += g_tx
+                else:
+                    g_z += g_tx * clx
+                if free_y:
+                    g_y += g_ty
+                else:
+                    g_z += g_ty * cly
+                # camera point -> means
+                for a in range(3):
+                    g_means[i, a] += Rv[0, a] * g_x + Rv[1, a] * g_y + Rv[2, a] * g_z
+                # Sc = Rv S Rv^T -> g_S = Rv^T g_Sc Rv (symmetrised)
+                for a in range(3):
+                    for b in range(3):
+                        acc = 0.0
+                        for c in range(3):
+                            for d in range(3):
+                                acc += Rv[c, a] * gSc[c, d] * Rv[d, b]
+                        gS[a, b] = acc
+                # S = M M^T -> g_M = (g_S + g_S^T) M
+                for a in range(3):
+                    for b in range(3):
+                        gM[a, b] = (
+                            (gS[a, 0] + gS[0, a]) * M[0, b]
+                            + (gS[a, 1] + gS[1, a]) * M[1, b]
+                            + (gS[a, 2] + gS[2, a]) * M[2, b]
+                        )
+                # M = R diag(s)
+                scs = (sc0, sc1, sc2)
                 for b in range(3):
                     acc = 0.0
-                    for c in range(3):
-                        for d in range(3):
-                            acc += Rv[c, a] * gSc[c, d] * Rv[d, b]
-                    gS[a, b] = acc
-            # S = M M^T -> g_M = (g_S + g_S^T) M
-            for a in range(3):
-                for b in range(3):
-                    gM[a, b] = (
-                        (gS[a, 0] + gS[0, a]) * M[0, b]
-                        + (gS[a, 1] + gS[1, a]) * M[1, b]
-                        + (gS[a, 2] + gS[2, a]) * M[2, b]
-                    )
-            # M = R diag(s)
-            scs = (sc0, sc1, sc2)
-            for b in range(3):
-                acc = 0.0
-                for a in range(3):
-                    acc += gM[a, b] * R[a, b]
-                g_ls[i, b] = acc * scs[b]
-            G00, G01, G02 = gM[0, 0] * sc0, gM[0, 1] * sc1, gM[0, 2] * sc2
-            G10, G11, G12 = gM[1, 0] * sc0, gM[1, 1] * sc1, gM[1, 2] * sc2
-            G20, G21, G22 = gM[2, 0] * sc0, gM[2, 1] * sc1, gM[2, 2] * sc2
-            gw = 2.0 * (-qz * G01 + qy * G02 + qz * G10 - qx * G12 - qy * G20 + qx * G21)
-            gx = 2.0 * (
-                qy * G01 + qz * G02 + qy * G10 - 2.0 * qx * G11 - qw * G12 + qz * G20
-                + qw * G21 - 2.0 * qx * G22
-            )  # fmt: skip
-            gy = 2.0 * (
-                -2.0 * qy * G00 + qx * G01 + qw * G02 + qx * G10 + qz * G12 - qw * G20
-                + qz * G21 - 2.0 * qy * G22
-            )  # fmt: skip
-            gz = 2.0 * (
-                -2.0 * qz * G00 - qw * G01 + qx * G02 + qw * G10 - 2.0 * qz * G11 + qy * G12
-                + qx * G20 + qy * G21
-            )  # fmt: skip
-            dot = qw * gw + qx * gx + qy * gy + qz * gz
-            g_quats[i, 0] = (gw - qw * dot) / qn
-            g_quats[i, 1] = (gx - qx * dot) / qn
-            g_quats[i, 2] = (gy - qy * dot) / qn
-            g_quats[i, 3] = (gz - qz * dot) / qn
-            # colour: SH at the view direction, +0.5, clamp_min 0
-            ddx, ddy, ddz = mx - ccx, my - ccy, mz - ccz
-            dn = max(math.sqrt(ddx * ddx + ddy * ddy + ddz * ddz), 1e-12)
-            ux, uy, uz = ddx / dn, ddy / dn, ddz / dn
-            _sh_basis(deg, ux, uy, uz, basis, dbasis)
-            gdx = 0.0
-            gdy = 0.0
-            gdz = 0.0
-            for ch in range(3):
-                acc = 0.5
-                for k in range(K):
-                    acc += basis[k] * sh[i, k, ch]
-                if acc < 0.0:
-                    continue
-                gcol = g_in[i, 6 + ch]
-                for k in range(K):
-                    g_sh[i, k, ch] = basis[k] * gcol
-                    w = sh[i, k, ch] * gcol
-                    gdx += dbasis[k, 0] * w
-                    gdy += dbasis[k, 1] * w
-                    gdz += dbasis[k, 2] * w
-            if deg > 0:
-                dd = ux * gdx + uy * gdy + uz * gdz
-                g_means[i, 0] += (gdx - ux * dd) / dn
-                g_means[i, 1] += (gdy - uy * dd) / dn
-                g_means[i, 2] += (gdz - uz * dd) / dn
+                    for a in range(3):
+                        acc += gM[a, b] * R[a, b]
+                    g_ls[i, b] = acc * scs[b]
+                G00, G01, G02 = gM[0, 0] * sc0, gM[0, 1] * sc1, gM[0, 2] * sc2
+                G10, G11, G12 = gM[1, 0] * sc0, gM[1, 1] * sc1, gM[1, 2] * sc2
+                G20, G21, G22 = gM[2, 0] * sc0, gM[2, 1] * sc1, gM[2, 2] * sc2
+                gw = 2.0 * (-qz * G01 + qy * G02 + qz * G10 - qx * G12 - qy * G20 + qx * G21)
+                gx = 2.0 * (
+                    qy * G01 + qz * G02 + qy * G10 - 2.0 * qx * G11 - qw * G12 + qz * G20
+                    + qw * G21 - 2.0 * qx * G22
+                )  # fmt: skip
+                gy = 2.0 * (
+                    -2.0 * qy * G00 + qx * G01 + qw * G02 + qx * G10 + qz * G12 - qw * G20
+                    + qz * G21 - 2.0 * qy * G22
+                )  # fmt: skip
+                gz = 2.0 * (
+                    -2.0 * qz * G00 - qw * G01 + qx * G02 + qw * G10 - 2.0 * qz * G11 + qy * G12
+                    + qx * G20 + qy * G21
+                )  # fmt: skip
+                dot = qw * gw + qx * gx + qy * gy + qz * gz
+                g_quats[i, 0] = (gw - qw * dot) / qn
+                g_quats[i, 1] = (gx - qx * dot) / qn
+                g_quats[i, 2] = (gy - qy * dot) / qn
+                g_quats[i, 3] = (gz - qz * dot) / qn
+                # colour: SH at the view direction, +0.5, clamp_min 0
+                ddx, ddy, ddz = mx - ccx, my - ccy, mz - ccz
+                dn = max(math.sqrt(ddx * ddx + ddy * ddy + ddz * ddz), 1e-12)
+                ux, uy, uz = ddx / dn, ddy / dn, ddz / dn
+                _sh_basis(deg, ux, uy, uz, basis, dbasis)
+                gdx = 0.0
+                gdy = 0.0
+                gdz = 0.0
+                for ch in range(3):
+                    acc = 0.5
+                    for k in range(K):
+                        acc += basis[k] * sh[i, k, ch]
+                    if acc < 0.0:
+                        continue
+                    gcol = g_in[i, 6 + ch]
+                    for k in range(K):
+                        g_sh[i, k, ch] = basis[k] * gcol
+                        w = sh[i, k, ch] * gcol
+                        gdx += dbasis[k, 0] * w
+                        gdy += dbasis[k, 1] * w
+                        gdz += dbasis[k, 2] * w
+                if deg > 0:
+                    dd = ux * gdx + uy * gdy + uz * gdz
+                    g_means[i, 0] += (gdx - ux * dd) / dn
+                    g_means[i, 1] += (gdy - uy * dd) / dn
+                    g_means[i, 2] += (gdz - uz * dd) / dn
         return g_means, g_quats, g_ls, g_logit
 
 
