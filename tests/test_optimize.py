@@ -317,3 +317,21 @@ def test_build_with_refinement_records_it(tmp_path):
     q = m["quality"]
     assert q["source_psnr_db"] == pytest.approx(m["refine"]["source_psnr_after"], abs=0.01)
     assert 0.0 < q["source_ssim"] <= 1.0 and q["width"] == 64 and q["height"] == 48
+
+
+def test_quality_preset_refinement_does_not_degrade_the_photo(tmp_path):
+    """The shipped ``quality`` refinement (passes, pruning, densification of coarse splats) on
+    a small build: the source view ends no worse than the colour solve left it."""
+    import json
+
+    from tests.conftest import save_rgb, textured
+    from worldgen.config import load_preset
+    from worldgen.pipeline import build
+
+    cfg = load_preset("quality")
+    assert cfg.refine.iters > 0 and cfg.refine.densify_every > 0
+    img = save_rgb(textured(72, 96, seed=5), tmp_path / "q.png")
+    res = build(img, tmp_path / "q.world", cfg, use_cache=False)
+    r = json.loads((res.path / "world.json").read_text())["refine"]
+    assert r["iters"] == cfg.refine.iters
+    assert r["source_psnr_after"] >= r["source_psnr_before"] - 0.05, r
