@@ -36,7 +36,8 @@ def test_demo_world_is_complete_and_reproduces_the_photo(worlds, name):
     p = psnr(preview, src)
     assert p >= 30.0, f"{name}: PSNR {p:.2f} dB"
     # the recorded figures are the preview's, and refinement did not make the photo worse
-    assert m["quality"]["source_psnr_db"] == pytest.approx(p, abs=0.3)  # PNG rounding
+    # (the PNGs' 8-bit rounding lowers high PSNRs: 48.2 dB recorded reads 47.7 from the PNGs)
+    assert p - 0.1 <= m["quality"]["source_psnr_db"] <= p + 1.0
     r = m["refine"]
     assert r["iters"] == load_preset("default").refine.iters
     assert r["source_psnr_after"] >= r["source_psnr_before"] - 0.05, r

@@ -452,6 +452,10 @@ def densify(state: RefineState, config: RefineConfig, *, seed: int = 0) -> int:
         dim=-1,
     ).reshape(-1, 3, 3)  # fmt: skip
     s = scales[idx]
+    # in the splat's own plane only: no offset along its thinnest axis (the lifted splats are
+    # flat discs on their surface; moving children off it would put them in front of or
+    # behind what shares that surface)
+    s = s * (torch.arange(3)[None, :] != s.argmin(dim=1, keepdim=True))
     offsets = []
     for _ in range(2):
         e = torch.randn(budget, 3, generator=gen) * s
