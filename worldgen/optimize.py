@@ -385,13 +385,19 @@ def _accumulate_screen_grad(state: RefineState) -> None:
     state.grad_count += seen.float()
 
 
-def _replace_rows(state: RefineState, keep: torch.Tensor, new: dict[str, torch.Tensor]) -> None:
-    """Keep the rows ``keep`` of every parameter and append ``new[k]`` (Adam moments: kept rows
-    keep theirs, appended rows start at zero), as gsplat's strategies do."""
-    n_new = next(iter(new.values())).shape[0]
+def _replace_rows(
+    state: RefineState, keep: torch.Tensor, new: dict[str, torch.Tensor] | None = None
+) -> None:
+    """Keep the rows ``keep`` of every parameter and append ``new[k]`` if given (Adam moments:
+    kept rows keep theirs, appended rows start at zero, as gsplat's strategies do); anchors,
+    layers and the gradient statistics follow."""
+    n_new = 0 if new is None else next(iter(new.values())).shape[0]
     params = {}
     for k, t in state.params.items():
-        nt = torch.cat([t.detach()[keep], new[k].to(t.dtype)]).clone().requires_grad_(True)
+        nt = t.detach()[keep]
+        if n_new:
+            nt = torch.cat([nt, new[k].to(t.dtype)])
+        nt = nt.clone().requires_grad_(True)
         opt = state.optimizers.get(k)
         if opt is not None:
             st = opt.state.pop(t, None)
@@ -404,8 +410,12 @@ def _replace_rows(state: RefineState, keep: torch.Tensor, new: dict[str, torch.T
             opt.param_groups[0]["params"] = [nt]
         params[k] = nt
     state.params = params
-    state.anchor = torch.cat([state.anchor[keep], new["means"].to(state.anchor.dtype)])
-    state.layers = torch.cat([state.layers[keep], new["layers"]])
+    if n_new:
+        state.anchor = torch.cat([state.anchor[keep], new["means"].to(state.anchor.dtype)])
+        state.layers = torch.cat([state.layers[keep], new["layers"]])
+    else:
+        state.anchor = state.anchor[keep]
+        state.layers = state.layers[keep]
     for name in ("grad_accum", "grad_count"):
         t = getattr(state, name)
         if t is not None:
@@ -481,35 +491,22 @@ def prune(state: RefineState, config: RefineConfig) -> int:
     thr = math.log(config.prune_opacity / (1 - config.prune_opacity))
     keep = state.params["logit_opacities"] >= thr
     n_drop = int((~keep).sum())
-    if n_drop == 0:
-        return 0
-    new = {}
-    for k, t in state.params.items():
-        nt = t.detach()[keep].clone().requires_grad_(True)
-        opt = state.optimizers.get(k)
-        if opt is not None:
-            st = opt.state.pop(t, None)
-            if st is not None:  # Adam's moments follow their splats
-                for key in ("exp_avg", "exp_avg_sq"):
-                    if key in st:
-                        st[key] = st[key][keep]
-                opt.state[nt] = st
-            opt.param_groups[0]["params"] = [nt]
-        new[k] = nt
-    state.params = new
-    state.anchor = state.anchor[keep]
-    state.layers = state.layers[keep]
-    for name in ("grad_accum", "grad_count"):
-        t = getattr(state, name)
-        if t is not None:
-            setattr(state, name, t[keep])
+    if n_drop:
+        _replace_rows(state, keep)
     return n_drop
 
 
 def refine(
-    splats: Splats, views: list[View], config: RefineConfig, *, backend: str = "cpu"
+    splats: Splats,
+    views: list[View],
+    config: RefineConfig,
+    *,
+    backend: str = "cpu",
+    measure_after: bool = True,
 ) -> tuple[Splats, dict]:
-    """Run ``config.iters`` refinement steps; returns (refined splats, facts for world.json)."""
+    """Run ``config.iters`` refinement steps; returns (refined splats, facts for world.json).
+    ``measure_after=False`` skips the final render of the source view for
+    ``source_psnr_after`` (for callers that render it anyway and fill it in themselves)."""
     if config.iters == 0:
         return splats, {"iters": 0}
     state = init_state(splats, views, config)
@@ -534,9 +531,10 @@ def refine(
         "splats": len(out),
     }
     if psnr_first is not None:
+        facts["source_psnr_before"] = psnr_first
+    if psnr_first is not None and measure_after:
         v = views[0]
         with torch.no_grad():
             after = rasterize(out, v.camera, backend=backend).rgb
-        facts["source_psnr_before"] = psnr_first
         facts["source_psnr_after"] = psnr(after, v.image)
     return out, facts

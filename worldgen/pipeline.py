@@ -306,7 +306,9 @@ def build(
     refine_facts = {"iters": 0}
     if config.refine.iters > 0:
         with rep.stage("refine"):
-            splats, refine_facts = refine(splats, _refine_views(rgb, intr, layers), config.refine)
+            splats, refine_facts = refine(
+                splats, _refine_views(rgb, intr, layers), config.refine, measure_after=False
+            )
         rep.note(
             f"refine: {refine_facts['iters']} steps, loss {refine_facts['loss_first']:.4f} -> "
             f"{refine_facts['loss_last']:.4f}, {refine_facts['pruned']} splats pruned"
@@ -344,6 +346,8 @@ def build(
         }
         preview = preview_t.numpy()
     rep.note(f"source view: {quality['source_psnr_db']:.2f} dB PSNR, SSIM {quality['source_ssim']}")
+    if "source_psnr_before" in refine_facts:  # the preview is the refined source view
+        refine_facts["source_psnr_after"] = psnr(preview_t, rgb_t)
 
     with rep.stage("write"):
         manifest = _manifest(

@@ -421,6 +421,32 @@ if HAVE_NUMBA:
         R[2, 1] = 2.0 * (qy * qz + qw * qx)
         R[2, 2] = 1.0 - 2.0 * (qx * qx + qy * qy)
 
+    @njit(cache=True, inline="always")
+    def _cov_in_camera(R, sc0, sc1, sc2, Rv, M, S, T1, Sc):
+        """Scratch filled in place: M = R diag(s), S = M M^T, Sc = Rv S Rv^T."""
+        for a in range(3):
+            M[a, 0] = R[a, 0] * sc0
+            M[a, 1] = R[a, 1] * sc1
+            M[a, 2] = R[a, 2] * sc2
+        for a in range(3):
+            for b in range(3):
+                S[a, b] = M[a, 0] * M[b, 0] + M[a, 1] * M[b, 1] + M[a, 2] * M[b, 2]
+        for a in range(3):  # T1 = Rv S
+            for b in range(3):
+                T1[a, b] = Rv[a, 0] * S[0, b] + Rv[a, 1] * S[1, b] + Rv[a, 2] * S[2, b]
+        for a in range(3):  # Sc = T1 Rv^T
+            for b in range(3):
+                Sc[a, b] = T1[a, 0] * Rv[b, 0] + T1[a, 1] * Rv[b, 1] + T1[a, 2] * Rv[b, 2]
+
+    @njit(cache=True, inline="always")
+    def _cov2d(Sc, j00, j02, j11, j12):
+        """C = J Sc J^T + eps2d I with J = [[j00, 0, j02], [0, j11, j12]]: (c00, c01, c11)."""
+        c00 = j00 * j00 * Sc[0, 0] + 2.0 * j00 * j02 * Sc[0, 2] + j02 * j02 * Sc[2, 2] + EPS2D
+        c11 = j11 * j11 * Sc[1, 1] + 2.0 * j11 * j12 * Sc[1, 2] + j12 * j12 * Sc[2, 2] + EPS2D
+        c01 = j00 * j11 * Sc[0, 1] + j00 * j12 * Sc[0, 2]
+        c01 += j02 * j11 * Sc[2, 1] + j02 * j12 * Sc[2, 2]
+        return c00, c01, c11
+
     @njit(parallel=True, cache=True)
     def _project_fwd(means, quats, log_scales, logits, sh, deg, Rv, tv, cam, W, H, near, far):
         """gsplat's projection (common.project) per splat, float64 inside.
@@ -473,37 +499,17 @@ if HAVE_NUMBA:
                 qn = math.sqrt(q0**2 + q1**2 + q2**2 + q3**2)
                 qn = max(qn, 1e-12)
                 _rotmat(q0 / qn, q1 / qn, q2 / qn, q3 / qn, R)
-                for a in range(3):
-                    for b in range(3):
-                        M[a, b] = R[a, b] * math.exp(np.float64(log_scales[i, b]))
-                for a in range(3):
-                    for b in range(3):
-                        S[a, b] = M[a, 0] * M[b, 0] + M[a, 1] * M[b, 1] + M[a, 2] * M[b, 2]
-                for a in range(3):  # T1 = Rv S
-                    for b in range(3):
-                        T1[a, b] = Rv[a, 0] * S[0, b] + Rv[a, 1] * S[1, b] + Rv[a, 2] * S[2, b]
-                for a in range(3):  # Sc = T1 Rv^T
-                    for b in range(3):
-                        Sc[a, b] = T1[a, 0] * Rv[b, 0] + T1[a, 1] * Rv[b, 1] + T1[a, 2] * Rv[b, 2]
+                sc0 = math.exp(np.float64(log_scales[i, 0]))
+                sc1 = math.exp(np.float64(log_scales[i, 1]))
+                sc2 = math.exp(np.float64(log_scales[i, 2]))
+                _cov_in_camera(R, sc0, sc1, sc2, Rv, M, S, T1, Sc)
                 tx = z * min(max(x / z, -lxn), lxp)
                 ty = z * min(max(y / z, -lyn), lyp)
                 j00 = fx / z
                 j02 = -fx * tx / (z * z)
                 j11 = fy / z
                 j12 = -fy * ty / (z * z)
-                # C = J Sc J^T with J = [[j00, 0, j02], [0, j11, j12]]
-                c00 = (
-                    j00 * j00 * Sc[0, 0] + 2.0 * j00 * j02 * Sc[0, 2] + j02 * j02 * Sc[2, 2] + EPS2D
-                )
-                c11 = (
-                    j11 * j11 * Sc[1, 1] + 2.0 * j11 * j12 * Sc[1, 2] + j12 * j12 * Sc[2, 2] + EPS2D
-                )
-                c01 = (
-                    j00 * j11 * Sc[0, 1]
-                    + j00 * j12 * Sc[0, 2]
-                    + j02 * j11 * Sc[2, 1]
-                    + j02 * j12 * Sc[2, 2]
-                )
+                c00, c01, c11 = _cov2d(Sc, j00, j02, j11, j12)
                 det = c00 * c11 - c01 * c01
                 if not det > 0:
                     continue
@@ -585,19 +591,7 @@ if HAVE_NUMBA:
                 sc0 = math.exp(np.float64(log_scales[i, 0]))
                 sc1 = math.exp(np.float64(log_scales[i, 1]))
                 sc2 = math.exp(np.float64(log_scales[i, 2]))
-                for a in range(3):
-                    M[a, 0] = R[a, 0] * sc0
-                    M[a, 1] = R[a, 1] * sc1
-                    M[a, 2] = R[a, 2] * sc2
-                for a in range(3):
-                    for b in range(3):
-                        S[a, b] = M[a, 0] * M[b, 0] + M[a, 1] * M[b, 1] + M[a, 2] * M[b, 2]
-                for a in range(3):
-                    for b in range(3):
-                        T1[a, b] = Rv[a, 0] * S[0, b] + Rv[a, 1] * S[1, b] + Rv[a, 2] * S[2, b]
-                for a in range(3):
-                    for b in range(3):
-                        Sc[a, b] = T1[a, 0] * Rv[b, 0] + T1[a, 1] * Rv[b, 1] + T1[a, 2] * Rv[b, 2]
+                _cov_in_camera(R, sc0, sc1, sc2, Rv, M, S, T1, Sc)
                 clx = x / z
                 cly = y / z
                 free_x = -lxn <= clx <= lxp
@@ -610,18 +604,7 @@ if HAVE_NUMBA:
                 j02 = -fx * tx / (z * z)
                 j11 = fy / z
                 j12 = -fy * ty / (z * z)
-                c00 = (
-                    j00 * j00 * Sc[0, 0] + 2.0 * j00 * j02 * Sc[0, 2] + j02 * j02 * Sc[2, 2] + EPS2D
-                )
-                c11 = (
-                    j11 * j11 * Sc[1, 1] + 2.0 * j11 * j12 * Sc[1, 2] + j12 * j12 * Sc[2, 2] + EPS2D
-                )
-                c01 = (
-                    j00 * j11 * Sc[0, 1]
-                    + j00 * j12 * Sc[0, 2]
-                    + j02 * j11 * Sc[2, 1]
-                    + j02 * j12 * Sc[2, 2]
-                )
+                c00, c01, c11 = _cov2d(Sc, j00, j02, j11, j12)
                 det = c00 * c11 - c01 * c01
                 ga, gb, gc = g_in[i, 2], g_in[i, 3], g_in[i, 4]
                 # conic = (c11, -c01, c00) / det
