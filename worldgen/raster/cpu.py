@@ -536,11 +536,13 @@ if HAVE_NUMBA:
 
     @njit(parallel=True, cache=True)
     def _project_bwd(
-        means, quats, log_scales, logits, sh, deg, Rv, tv, cam, W, H, valid, g_in, g_sh
+        means, quats, log_scales, logits, sh, deg, Rv, tv, cam, W, H, valid, g_uv, g_conic,
+        g_opacity, g_color, g_sh
     ):  # fmt: skip
-        """Gradients of (mean2d, conic, opacity, color) = g_in [n, 9] (u, v, a, b, c, o, r, g,
-        b) w.r.t. means [n,3], quats [n,4], log_scales [n,3], logits [n] (returned, float64)
-        and sh (written into g_sh [n,>=K,3], zeros on entry, of the caller's dtype)."""
+        """Gradients of (mean2d [n,2], conic [n,3], opacity [n], color [n,3]) = (g_uv, g_conic,
+        g_opacity, g_color) w.r.t. means [n,3], quats [n,4], log_scales [n,3], logits [n]
+        (returned, float64) and sh (written into g_sh [n,k,3] of the caller's dtype, every
+        element: it may come uninitialised)."""
         n = means.shape[0]
         K = (deg + 1) * (deg + 1)
         g_means = np.zeros((n, 3))
@@ -572,7 +574,9 @@ if HAVE_NUMBA:
             dbasis = np.empty((16, 3))
             for i in range(ci * _CHUNK, min(n, (ci + 1) * _CHUNK)):
                 if not valid[i]:
+                    g_sh[i] = 0.0
                     continue
+                g_sh[i, K:] = 0.0
                 mx, my, mz = (
                     np.float64(means[i, 0]),
                     np.float64(means[i, 1]),
@@ -582,7 +586,7 @@ if HAVE_NUMBA:
                 y = Rv[1, 0] * mx + Rv[1, 1] * my + Rv[1, 2] * mz + tv[1]
                 z = Rv[2, 0] * mx + Rv[2, 1] * my + Rv[2, 2] * mz + tv[2]
                 op = 1.0 / (1.0 + math.exp(-np.float64(logits[i])))
-                g_logit[i] = g_in[i, 5] * op * (1.0 - op)
+                g_logit[i] = g_opacity[i] * op * (1.0 - op)
                 q0, q1 = np.float64(quats[i, 0]), np.float64(quats[i, 1])
                 q2, q3 = np.float64(quats[i, 2]), np.float64(quats[i, 3])
                 qn = max(math.sqrt(q0**2 + q1**2 + q2**2 + q3**2), 1e-12)
@@ -606,7 +610,7 @@ if HAVE_NUMBA:
                 j12 = -fy * ty / (z * z)
                 c00, c01, c11 = _cov2d(Sc, j00, j02, j11, j12)
                 det = c00 * c11 - c01 * c01
-                ga, gb, gc = g_in[i, 2], g_in[i, 3], g_in[i, 4]
+                ga, gb, gc = g_conic[i, 0], g_conic[i, 1], g_conic[i, 2]
                 # conic = (c11, -c01, c00) / det
                 g_det = -(ga * c11 - gb * c01 + gc * c00) / (det * det)
                 g00 = gc / det + g_det * c11
@@ -629,7 +633,7 @@ if HAVE_NUMBA:
                     for b in range(3):
                         gSc[a, b] = Jt[a][0] * gj0[b] + Jt[a][1] * gj1[b]
                 # mean2d
-                gu, gv = g_in[i, 0], g_in[i, 1]
+                gu, gv = g_uv[i, 0], g_uv[i, 1]
                 g_x = gu * fx / z
                 g_y = gv * fy / z
                 g_z = -(gu * fx * x + gv * fy * y) / (z * z)
@@ -707,8 +711,10 @@ if HAVE_NUMBA:
                     for k in range(K):
                         acc += basis[k] * sh[i, k, ch]
                     if acc < 0.0:
+                        for k in range(K):
+                            g_sh[i, k, ch] = 0.0
                         continue
-                    gcol = g_in[i, 6 + ch]
+                    gcol = g_color[i, ch]
                     for k in range(K):
                         g_sh[i, k, ch] = basis[k] * gcol
                         w = sh[i, k, ch] * gcol
@@ -820,17 +826,15 @@ class _ProjectCPU(torch.autograd.Function):
         arrs = _np_params(means, quats, log_scales, logits, sh)
         n = means.shape[0]
         dtype = means.dtype
-        g_in = np.zeros((n, 9), np.float64)
-        for sl, g in ((slice(0, 2), g_mean2d), (slice(2, 5), g_conic), (slice(6, 9), g_color)):
-            if g is not None:
-                g_in[:, sl] = g.detach().to(torch.float64).numpy()
-        if g_opacity is not None:
-            g_in[:, 5] = g_opacity.detach().to(torch.float64).numpy()
-        # written by the kernel in the parameters' dtype (one rounding of its float64 value, as
-        # a float64 array converted afterwards), coefficients above the degree left zero
-        np_dtype = np.float32 if dtype == torch.float32 else np.float64
-        g_sh = np.zeros(sh.shape, np_dtype)
-        gm, gq, gl, go = _project_bwd(*arrs, deg, Rv, tv, cam, W, H, valid, g_in, g_sh)
+        grads = [
+            _f32(g) if g is not None else np.zeros(shape, np.float32)
+            for g, shape in ((g_mean2d, (n, 2)), (g_conic, (n, 3)), (g_opacity, (n,)),
+                             (g_color, (n, 3)))
+        ]  # fmt: skip
+        # in the parameters' dtype (one rounding of the kernel's float64 value), every element
+        # written by the kernel
+        g_sh = native.empty(sh.shape, np.float32 if dtype == torch.float32 else np.float64)
+        gm, gq, gl, go = _project_bwd(*arrs, deg, Rv, tv, cam, W, H, valid, *grads, g_sh)
         return (
             torch.from_numpy(gm).to(dtype),
             torch.from_numpy(gq).to(dtype),

@@ -29,6 +29,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..common import ALPHA_MAX, ALPHA_MIN, T_MIN
 
@@ -228,9 +229,9 @@ def forward_planes(starts, entries, mx, my, hx, hy, ca, cb, cc, op, col, z, bg, 
     lib = _loaded()
     _check_lists(starts, entries, tiles_x * tiles_y, mx, my, hx, hy, ca, cb, cc, op, z)
     _expect(col.shape == (mx.size, 3) and bg.size == 3, "col [n, 3], bg [3]")
-    rgb = np.empty((H, W, 3), np.float32)
-    T, depth = np.empty((H, W), np.float32), np.empty((H, W), np.float32)
-    last = np.empty((H, W), np.int32)
+    rgb = empty((H, W, 3), np.float32)
+    T, depth = empty((H, W), np.float32), empty((H, W), np.float32)
+    last = empty((H, W), np.int32)
     if lib.wg_forward(starts, entries, mx, my, hx, hy, ca, cb, cc, op, col, z, bg,
                       mx.size, W, H, tiles_x, tiles_y, rgb, T, depth, last):  # fmt: skip
         raise MemoryError("wg_forward")
@@ -247,7 +248,7 @@ def backward(starts, entries, mx, my, hx, hy, ca, cb, cc, op, col, bg, T_fin, la
     _expect(T_fin.shape == last.shape == g_alpha.shape == (H, W) and g_rgb.shape == (H, W, 3),
             "T_fin, last, g_alpha [H, W], g_rgb [H, W, 3]")  # fmt: skip
     shape = (mx.size, 9) if per_splat else (entries.size, 9)
-    out = np.empty(shape, np.float32)
+    out = empty(shape, np.float32)
     gp, g = (None, out.ctypes.data) if per_splat else (out.ctypes.data, None)
     if lib.wg_backward(starts, entries, mx, my, hx, hy, ca, cb, cc, op, col, bg, T_fin, last,
                        g_rgb, g_alpha, mx.size, W, H, tiles_x, tiles_y, gp, g):  # fmt: skip
@@ -259,7 +260,7 @@ def reduce(entries, gp, n):
     """``cpu._reduce`` natively: per-splat sums [n, 9] of the per-entry gradients."""
     lib = _loaded()
     _expect(gp.shape == (entries.size, 9), "gp [entries, 9]")
-    out = np.empty((n, 9), np.float32)
+    out = empty((n, 9), np.float32)
     lib.wg_reduce(entries, gp, entries.size, n, out)
     return out
 
@@ -268,11 +269,29 @@ def order(depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """``cpu._order`` natively: the valid ids by increasing float32 depth, ties by id (int64)."""
     lib = _loaded()
     _expect(depth.shape == valid.shape and depth.ndim == 1, "depth, valid [n]")
-    out = np.empty(depth.size, np.int64)
+    out = empty(depth.size, np.int64)
     m = lib.wg_order(depth, valid, depth.size, out)
     if m < 0:
         raise MemoryError("wg_order")
     return out[:m]
+
+
+def empty(shape, dtype) -> np.ndarray:
+    """An uninitialised host array for a kernel to fill, from torch's allocator rather than
+    numpy's. numpy asks Linux for transparent huge pages on arrays of 4 MB and more
+    (``madvise``); where THP defrag is ``madvise`` (Debian's default), first touching those
+    pages from the kernels' threads waits on memory compaction: with the 57 MB SH gradient of
+    scene c of ``benchmarks/raster_cpu.py`` in numpy's memory, the projection backward took
+    110-210 ms per iteration instead of 60-75."""
+    return torch.empty(shape, dtype=_TORCH_DTYPES[np.dtype(dtype)]).numpy()
+
+
+_TORCH_DTYPES = {
+    np.dtype(np.float32): torch.float32,
+    np.dtype(np.float64): torch.float64,
+    np.dtype(np.int32): torch.int32,
+    np.dtype(np.int64): torch.int64,
+}
 
 
 def exp_neg(x: np.ndarray) -> np.ndarray:
