@@ -1,10 +1,12 @@
-"""Native (C++) tile kernels of the "cpu" rasterizer: build, cache and load ``tiles.cpp``.
+"""Native (C++) kernels of the "cpu" rasterizer: build, cache and load ``tiles.cpp``.
 
 ``tiles.cpp`` holds ``cpu.py``'s forward and backward tile kernels with SIMD over the pixels of a
 tile row (~5x the numba kernels; same results up to float32 rounding, see its header), the
-backward pass's sums per splat (``_reduce``) and the depth sort of ``_order`` (a radix sort). It
-has a plain C ABI and is loaded with ``ctypes``: no Python headers, no pybind11, no torch
-extension. The wrappers below take and return numpy arrays, as the numba kernels do.
+backward pass's sums per splat (``_reduce``), the depth sort of ``_order`` (a radix sort) and the
+splat projection ``_project_fwd`` / ``_project_bwd`` for float32 parameters (float64 inside, 4
+splats per AVX vector, ~3x the numba kernels; numba's results but for an ulp of exp/log). It has
+a plain C ABI and is loaded with ``ctypes``: no Python headers, no pybind11, no torch extension.
+The wrappers below take and return numpy arrays, as the numba kernels do.
 
 It is compiled on first use (or at install time: ``python -m worldgen.raster.native``, which
 ``tools/setup.sh`` runs) with ``$CXX`` or ``c++`` into a cache directory
@@ -31,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..common import ALPHA_MAX, ALPHA_MIN, T_MIN
+from ..common import _SH_C0, _SH_C1, _SH_C2, _SH_C3, ALPHA_MAX, ALPHA_MIN, EPS2D, EXTEND_MAX, T_MIN
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,10 @@ FLAGS = ("-O3", "-std=c++17", "-fPIC", "-shared", "-ffp-contract=off", "-fno-mat
 #: tried in this order, dropping what the compiler rejects (e.g. macOS clang has no OpenMP
 #: runtime, some compilers no -march=native): AVX2/FMA vectors and threads are optional
 OPTIONAL_FLAGS = (("-march=native", "-fopenmp"), ("-fopenmp",), ("-march=native",), ())
-#: what tiles.cpp compiles in (wg_constants): common.py's thresholds and cpu.py's tile size
-_CONSTANTS = (ALPHA_MAX, ALPHA_MIN, T_MIN, 16.0)
+#: what tiles.cpp compiles in (wg_constants): common.py's thresholds, cpu.py's tile size, the
+#: projection's low-pass and extent cap, the SH constants
+_CONSTANTS = (ALPHA_MAX, ALPHA_MIN, T_MIN, 16.0, EPS2D, EXTEND_MAX, _SH_C0, _SH_C1, *_SH_C2,
+              *_SH_C3)  # fmt: skip
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -144,6 +148,8 @@ def _disabled() -> bool:
 _f32 = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
 _i32 = np.ctypeslib.ndpointer(np.int32, flags="C_CONTIGUOUS")
 _i64 = np.ctypeslib.ndpointer(np.int64, flags="C_CONTIGUOUS")
+_f64 = np.ctypeslib.ndpointer(np.float64, flags="C_CONTIGUOUS")
+_bool = np.ctypeslib.ndpointer(np.bool_, flags="C_CONTIGUOUS")
 _n = ctypes.c_int64
 
 
@@ -163,12 +169,20 @@ def _bind(lib: ctypes.CDLL) -> None:
     lib.wg_backward.restype = ctypes.c_int
     lib.wg_reduce.argtypes = [_i32, _f32, _n, _n, _f32]
     lib.wg_reduce.restype = None
-    lib.wg_order.argtypes = [_f32, np.ctypeslib.ndpointer(np.bool_, flags="C_CONTIGUOUS"), _n,
-                             _i64]  # fmt: skip
+    lib.wg_order.argtypes = [_f32, _bool, _n, _i64]
     lib.wg_order.restype = ctypes.c_int64
     lib.wg_exp_neg.argtypes = [_f32, _f32, _n]
     lib.wg_exp_neg.restype = None
-    c = np.zeros(4)
+    # params (5), n, kt, deg, Rv, tv, cam, W, H
+    proj = [_f32] * 5 + [_n] * 3 + [_f64] * 3 + [_n] * 2
+    lib.wg_project_fwd.argtypes = proj + [ctypes.c_double] * 2 + [_f32, _bool]
+    lib.wg_project_fwd.restype = ctypes.c_int
+    lib.wg_project_bwd.argtypes = proj + [_bool] + [_f32] * 4 + [_f32] * 5
+    lib.wg_project_bwd.restype = ctypes.c_int
+    for f in (lib.wg_exp_f64, lib.wg_log_f64):
+        f.argtypes = [_f64, _f64, _n]
+        f.restype = None
+    c = np.zeros(len(_CONSTANTS))
     lib.wg_constants(c)
     if tuple(c) != _CONSTANTS:
         raise BuildError(f"tiles.cpp's constants {tuple(c)} differ from common.py's {_CONSTANTS}")
@@ -276,6 +290,51 @@ def order(depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out[:m]
 
 
+def project_fwd(means, quats, log_scales, logits, sh, deg, Rv, tv, cam, W, H, near, far):
+    """``cpu._project_fwd`` natively, for float32 parameters (C-contiguous) and a float64 camera
+    (Rv [3, 3], tv [3], cam (fx, fy, cx, cy)): (out [n, 12] float32, valid [n] bool)."""
+    lib = _loaded()
+    n, kt = _check_params(means, quats, log_scales, logits, sh, deg, Rv, tv, cam)
+    out = empty((n, 12), np.float32)
+    valid = empty(n, np.bool_)
+    if lib.wg_project_fwd(means, quats, log_scales, logits, sh, n, kt, deg, Rv, tv, cam, W, H,
+                          near, far, out, valid):  # fmt: skip
+        raise ValueError("wg_project_fwd: bad SH degree")
+    return out, valid
+
+
+def project_bwd(means, quats, log_scales, logits, sh, deg, Rv, tv, cam, W, H, valid, g_uv,
+                g_conic, g_opacity, g_color):  # fmt: skip
+    """``cpu._project_bwd`` natively, for ``project_fwd``'s arguments, its ``valid`` and the
+    float32 gradients of mean2d [n, 2], conic [n, 3], opacity [n] and colour [n, 3]: the float32
+    gradients (means [n, 3], quats [n, 4], log_scales [n, 3], logits [n], sh [n, k, 3]), each
+    numba's float64 value rounded once."""
+    lib = _loaded()
+    n, kt = _check_params(means, quats, log_scales, logits, sh, deg, Rv, tv, cam)
+    _expect(valid.shape == (n,) and g_uv.shape == (n, 2) and g_conic.shape == (n, 3)
+            and g_opacity.shape == (n,) and g_color.shape == (n, 3),
+            "valid [n], g_uv [n, 2], g_conic [n, 3], g_opacity [n], g_color [n, 3]")  # fmt: skip
+    g_means, g_quats = empty((n, 3), np.float32), empty((n, 4), np.float32)
+    g_ls, g_logits = empty((n, 3), np.float32), empty(n, np.float32)
+    g_sh = empty(sh.shape, np.float32)
+    if lib.wg_project_bwd(means, quats, log_scales, logits, sh, n, kt, deg, Rv, tv, cam, W, H,
+                          valid, g_uv, g_conic, g_opacity, g_color, g_means, g_quats, g_ls,
+                          g_logits, g_sh):  # fmt: skip
+        raise ValueError("wg_project_bwd: bad SH degree")
+    return g_means, g_quats, g_ls, g_logits, g_sh
+
+
+def _check_params(means, quats, log_scales, logits, sh, deg, Rv, tv, cam) -> tuple[int, int]:
+    n = means.shape[0]
+    _expect(means.shape == (n, 3) and quats.shape == (n, 4) and log_scales.shape == (n, 3)
+            and logits.shape == (n,) and sh.ndim == 3 and sh.shape[0] == n and sh.shape[2] == 3,
+            "means [n, 3], quats [n, 4], log_scales [n, 3], logits [n], sh [n, k, 3]")  # fmt: skip
+    _expect(0 <= deg <= 3 and sh.shape[1] >= (deg + 1) ** 2, "SH degree 0..3, k >= (deg + 1)^2")
+    _expect(Rv.shape == (3, 3) and tv.shape == (3,) and cam.shape == (4,),
+            "Rv [3, 3], tv [3], cam [4]")  # fmt: skip
+    return n, sh.shape[1]
+
+
 def empty(shape, dtype) -> np.ndarray:
     """An uninitialised host array for a kernel to fill, from torch's allocator rather than
     numpy's. numpy asks Linux for transparent huge pages on arrays of 4 MB and more
@@ -291,6 +350,7 @@ _TORCH_DTYPES = {
     np.dtype(np.float64): torch.float64,
     np.dtype(np.int32): torch.int32,
     np.dtype(np.int64): torch.int64,
+    np.dtype(np.bool_): torch.bool,
 }
 
 
@@ -300,6 +360,24 @@ def exp_neg(x: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(x, np.float32)
     y = np.empty_like(x)
     lib.wg_exp_neg(x, y, x.size)
+    return y
+
+
+def exp_f64(x: np.ndarray) -> np.ndarray:
+    """The projection's float64 ``exp``, to measure its error."""
+    lib = _loaded()
+    x = np.ascontiguousarray(x, np.float64)
+    y = np.empty_like(x)
+    lib.wg_exp_f64(x, y, x.size)
+    return y
+
+
+def log_f64(x: np.ndarray) -> np.ndarray:
+    """The projection's float64 ``log`` (for positive normal x), to measure its error."""
+    lib = _loaded()
+    x = np.ascontiguousarray(x, np.float64)
+    y = np.empty_like(x)
+    lib.wg_log_f64(x, y, x.size)
     return y
 
 

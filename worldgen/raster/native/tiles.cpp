@@ -1,11 +1,17 @@
 // Native versions of the tile kernels of worldgen/raster/cpu.py (_forward, _backward with
-// _reduce, and the depth sort of _order), SIMD over pixels. Plain C ABI, loaded with ctypes by
-// worldgen/raster/native/__init__.py, which builds this file with
+// _reduce, and the depth sort of _order), SIMD over pixels, and of its splat projection
+// (_project_fwd, _project_bwd, for float32 parameters), SIMD over splats. Plain C ABI, loaded
+// with ctypes by worldgen/raster/native/__init__.py, which builds this file with
 // `c++ -O3 -march=native -fopenmp -ffp-contract=off ...`. -march=native and OpenMP are
 // optional: without them the 8-lane vectors are split into SSE/NEON halves and the tiles run
 // serially. GCC vector extensions (GCC >= 9, clang), AVX/FMA intrinsics only where available.
 //
-// Semantics are the numba kernels' (read cpu.py's docstring first); the differences:
+// The projection (its section below) is numba's float64 arithmetic operation for operation, 4
+// splats to a v4d, branches as lane masks: the same bits but where its polynomial exp/log
+// (within 1 ulp, vectorised: libm's are not) differ from libm's by an ulp.
+//
+// The tile kernels' semantics are the numba kernels' (read cpu.py's docstring first); the
+// differences:
 //
 // * Inside a tile, per splat and per row of its box, the row's 16 pixels are two 8-lane float32
 //   vectors; a half is skipped when its columns miss the row's chord of the ellipse, when all
@@ -30,22 +36,27 @@
 //   same order, so deterministically), writing only the entries some pixel reached.
 //
 // Build flags: -ffp-contract=off keeps the compiler from fusing the float64 mirror's multiplies
-// and adds (numba/LLVM does not fuse without fastmath); the float32 path asks for its FMAs
-// explicitly (fma8). No -ffast-math: comparisons with NaN and inf stay IEEE (a pair whose sigma
-// is NaN, impossible for a valid splat, is skipped).
+// and adds (numba/LLVM does not fuse without fastmath), in the projection too; the float32 path
+// and the projection's exp ask for their FMAs explicitly (fma8, vfma). No -ffast-math:
+// comparisons with NaN and inf stay IEEE (a pair whose sigma is NaN, impossible for a valid
+// splat, is skipped).
 
 #include <cmath>
 #include <utility>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#ifdef __linux__
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #define OMP(directive) _Pragma(#directive)
 #else
 #define OMP(directive)
 #endif
-#if defined(__AVX__)
+#if defined(__AVX__) || defined(__SSE__)
 #include <immintrin.h>
 #endif
 
@@ -659,16 +670,651 @@ void sum_per_splat(const int64_t* starts, const int32_t* kend, int64_t n_t,
   }
 }
 
+// ------------------------------------------------------------------------------ projection
+//
+// cpu.py's _project_fwd / _project_bwd for float32 parameters, 4 splats at a time: every
+// per-splat quantity is a V (v4d), lane l for splat i0 + l, and numba's branches are lane masks
+// (a lane that numba would leave computes garbage that is masked out of the outputs). The
+// float64 arithmetic is numba's operation for operation, in its order (no FMAs:
+// -ffp-contract=off; min/max with numba's NaN behaviour: nmin/nmax; float32 products where
+// numba multiplies two float32 values), so the results are numba's bits except where vexp/vlog
+// differ from libm's exp/log (by an ulp, rarely) and in the sign of zero sums (terms that are
+// zero by construction, e.g. of the SH derivatives, are left out). A splat's parameters and
+// gradients are rows of the caller's arrays: 4x4 transposes turn 4 rows into lane vectors and
+// back.
+
+constexpr int NL = 4;  // splats a block
+typedef v4d V;
+typedef v4l VL;  // masks: all ones or zero per lane
+typedef uint64_t v4q __attribute__((vector_size(32)));
+typedef float v4f __attribute__((vector_size(16)));
+
+// m ? a : b per lane
+inline V blend(VL m, V a, V b) {
+#if defined(__AVX__)
+  return (V)_mm256_blendv_pd((__m256d)b, (__m256d)a, (__m256d)m);
+#else
+  return sel4(m, a, b);
+#endif
+}
+// numba's max(a, b) and min(a, b): b if b > a (b < a) else a, so a NaN a stays
+inline V nmax(V a, V b) { return blend(b > a, b, a); }
+inline V nmin(V a, V b) { return blend(b < a, b, a); }
+
+inline V vfma(V a, V b, V c) {
+#if defined(__FMA__) && defined(__AVX__)
+  return (V)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
+#else
+  return a * b + c;
+#endif
+}
+
+// float32 <-> float64 (round to nearest even, as numba's casts; GCC's __builtin_convertvector
+// takes 5 instructions for what AVX does in one)
+inline v4f to_f32(V a) {
+#if defined(__AVX__)
+  return (v4f)_mm256_cvtpd_ps((__m256d)a);
+#else
+  return __builtin_convertvector(a, v4f);
+#endif
+}
+inline V to_f64(v4f a) {
+#if defined(__AVX__)
+  return (V)_mm256_cvtps_pd((__m128)a);
+#else
+  return __builtin_convertvector(a, V);
+#endif
+}
+
+constexpr double LN2_HI = 6.93147180369123816490e-01;  // 32 significant bits: n * LN2_HI exact
+constexpr double LN2_LO = 1.90821492927058770002e-10;
+constexpr double BIG = 6755399441055744.0;  // 1.5 * 2^52: x + BIG - BIG rounds x to an integer
+
+// e^x in float64 for every x (NaN stays NaN, inf beyond ~709.78, subnormals then 0 below
+// ~-708): x = n ln2 + r, |r| <= ln2 / 2 (Cody-Waite, ln2 in two parts), e^r by its Taylor
+// series to r^13 (truncation < 5e-18 relative; Estrin's scheme, FMAs), 2^n as the product of
+// two powers of two built in the exponent field (so that 2^n below 2^-1022 rounds once, in the
+// last product). Within 1 ulp of libm's exp (~9% of results differ from it by 1 ulp;
+// tests/test_raster_cpu.py measures it).
+inline V vexp(V x) {
+  V xc = blend(x > 710.0, vd(710.0), x);  // comparisons with NaN are false: NaN kept
+  xc = blend(xc < -746.0, vd(-746.0), xc);
+  const V t = vfma(xc, vd(1.4426950408889634), vd(BIG));  // BIG + round(x / ln2)
+  const V n = t - BIG;
+  const V r = vfma(n, vd(-LN2_LO), vfma(n, vd(-LN2_HI), xc));
+  // e^r = 1 + r + r^2 q(r), q = 1/2! + r/3! + ... + r^11/13!
+  const V r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+  const V a0 = vfma(vd(1.0 / 6.0), r, vd(0.5)), a1 = vfma(vd(1.0 / 120.0), r, vd(1.0 / 24.0));
+  const V a2 = vfma(vd(1.0 / 5040.0), r, vd(1.0 / 720.0));
+  const V a3 = vfma(vd(1.0 / 362880.0), r, vd(1.0 / 40320.0));
+  const V a4 = vfma(vd(1.0 / 39916800.0), r, vd(1.0 / 3628800.0));
+  const V a5 = vfma(vd(1.0 / 6227020800.0), r, vd(1.0 / 479001600.0));
+  const V b0 = vfma(a1, r2, a0), b1 = vfma(a3, r2, a2), b2 = vfma(a5, r2, a4);
+  const V q = vfma(b2, r8, vfma(b1, r4, b0));
+  const V p = 1.0 + vfma(r2, q, r);
+  // n in [-1077, 1025] = n1 + n2, both in [-539, 513]; the shift is a logical one (AVX2 has
+  // no arithmetic 64-bit shift): n1 = floor((n + 2048) / 2) - 1024
+  const VL ni = (VL)t - (VL)vd(BIG);
+  const VL n1 = (VL)((v4q)(ni + 2048) >> 1) - 1024, n2 = ni - n1;
+  return p * (V)((n1 + 1023) << 52) * (V)((n2 + 1023) << 52);
+}
+
+// log(x) in float64 for positive normal x (and NaN): fdlibm's/musl's log (x = 2^k (1 + f),
+// sqrt(2)/2 <= 1 + f < sqrt(2), log(1 + f) = f - hfsq + s (hfsq + R(s^2)), s = f / (2 + f)),
+// < 1 ulp. Here x = 255 max(opacity, 1/255) in [1, 255].
+inline V vlog(V x) {
+  const int64_t c0 = (int64_t)0x3fe6a09e << 32;  // the high word of sqrt(2)/2
+  VL hx = (VL)x + (((int64_t)0x3ff00000 << 32) - c0);
+  const VL k = (VL)((v4q)hx >> 52) - 0x3ff;  // hx >= 0 (AVX2: logical shifts only)
+  hx = (hx & 0x000fffffffffffffLL) + c0;
+  const V f = (V)hx - 1.0;
+  const V hfsq = 0.5 * f * f;
+  const V s = f / (2.0 + f);
+  const V z = s * s;
+  const V w = z * z;
+  const V t1 = w * (3.999999999940941908e-01 +
+                    w * (2.222219843214978396e-01 + w * 1.531383769920937332e-01));
+  const V t2 = z * (6.666666666666735130e-01 +
+                    w * (2.857142874366239149e-01 +
+                         w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)));
+  const V R = t2 + t1;
+  const V dk = (V)(k + (VL)vd(BIG)) - BIG;  // exact: |k| < 2^51
+  const V res = s * (hfsq + R) + dk * LN2_LO - hfsq + f + dk * LN2_HI;
+  return blend(x != x, x, res);
+}
+
+// a <- (a0 b0 c0 d0), b <- (a1 b1 c1 d1), ...
+inline void transpose4(v4f& a, v4f& b, v4f& c, v4f& d) {
+#if defined(__SSE__)
+  __m128 r0 = (__m128)a, r1 = (__m128)b, r2 = (__m128)c, r3 = (__m128)d;
+  _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+  a = (v4f)r0, b = (v4f)r1, c = (v4f)r2, d = (v4f)r3;
+#else
+  const v4f A = a, B = b, C = c, D = d;
+  a = (v4f){A[0], B[0], C[0], D[0]};
+  b = (v4f){A[1], B[1], C[1], D[1]};
+  c = (v4f){A[2], B[2], C[2], D[2]};
+  d = (v4f){A[3], B[3], C[3], D[3]};
+#endif
+}
+
+inline v4f loadu4(const float* p) {
+  v4f v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void storeu4(float* p, v4f v) { std::memcpy(p, &v, sizeof v); }
+
+// columns [0, NC) of the rows idx[0, 4) of a row-major float32 array with `stride` floats a
+// row, as NC float32 lane vectors
+template <int NC>
+inline void get_rows_f32(const float* src, int64_t stride, const int64_t* idx, v4f* cols) {
+  const float* p[4] = {src + idx[0] * stride, src + idx[1] * stride, src + idx[2] * stride,
+                       src + idx[3] * stride};
+  int c = 0;
+  for (; c + 4 <= NC; c += 4) {
+    v4f a = loadu4(p[0] + c), b = loadu4(p[1] + c), cc = loadu4(p[2] + c),
+        d = loadu4(p[3] + c);
+    transpose4(a, b, cc, d);
+    cols[c] = a, cols[c + 1] = b, cols[c + 2] = cc, cols[c + 3] = d;
+  }
+  for (; c < NC; c++) cols[c] = (v4f){p[0][c], p[1][c], p[2][c], p[3][c]};
+}
+
+// the same as float64 lane vectors
+template <int NC>
+inline void get_rows(const float* src, int64_t stride, const int64_t* idx, V* cols) {
+  v4f f[NC];
+  get_rows_f32<NC>(src, stride, idx, f);
+  for (int c = 0; c < NC; c++) cols[c] = to_f64(f[c]);
+}
+
+// the lane vectors cols[0, NC), rounded to float32, into columns [0, NC) of the rows
+// i0 .. i0 + cnt - 1 of a row-major array with `stride` floats a row
+template <int NC>
+inline void put_rows(float* dst, int64_t stride, int64_t i0, int cnt, const V* cols) {
+  float* p = dst + i0 * stride;
+  int c = 0;
+  for (; c + 4 <= NC; c += 4) {
+    v4f a = to_f32(cols[c]), b = to_f32(cols[c + 1]), cc = to_f32(cols[c + 2]),
+        d = to_f32(cols[c + 3]);
+    transpose4(a, b, cc, d);
+    if (cnt == 4) {
+      storeu4(p + c, a), storeu4(p + stride + c, b);
+      storeu4(p + 2 * stride + c, cc), storeu4(p + 3 * stride + c, d);
+    } else {
+      const v4f r[4] = {a, b, cc, d};
+      for (int l = 0; l < cnt; l++) storeu4(p + l * stride + c, r[l]);
+    }
+  }
+  for (; c < NC; c++) {
+    const v4f a = to_f32(cols[c]);
+    if (cnt == 4) {
+      p[c] = a[0], p[stride + c] = a[1], p[2 * stride + c] = a[2], p[3 * stride + c] = a[3];
+    } else {
+      for (int l = 0; l < cnt; l++) p[l * stride + c] = a[l];
+    }
+  }
+}
+
+// gsplat's SH constants (common.py's _SH_C*; wg_constants reports them to the loader)
+constexpr double SH_C0 = 0.2820947917738781, SH_C1 = 0.48860251190292;
+constexpr double SH_C2[4] = {1.092548430592079, 0.9461746957575601, 0.3153915652525201,
+                             0.5462742152960395};
+constexpr double SH_C3[6] = {2.285228997322329,  0.4570457994644658, 1.445305721320277,
+                             0.5900435899266435, 1.865881662950577,  1.119528997770346};
+constexpr double EPS2D_D = 0.3, EXTEND_MAX_D = 3.33;
+
+// cpu.py _sh_basis: the bases b[0, K) at the unit direction (x, y, z)
+template <int DEG>
+inline void sh_basis(V x, V y, V z, V* b) {
+  constexpr double C1 = SH_C1;
+  constexpr double C20 = SH_C2[0], C21 = SH_C2[1], C22 = SH_C2[2], C23 = SH_C2[3];
+  constexpr double C30 = SH_C3[0], C31 = SH_C3[1], C32 = SH_C3[2], C33 = SH_C3[3],
+                   C34 = SH_C3[4], C35 = SH_C3[5];
+  b[0] = vd(SH_C0);
+  if (DEG < 1) return;
+  b[1] = -C1 * y;
+  b[2] = C1 * z;
+  b[3] = -C1 * x;
+  if (DEG < 2) return;
+  b[4] = C23 * 2.0 * x * y;
+  b[5] = -C20 * z * y;
+  b[6] = C21 * z * z - C22;
+  b[7] = -C20 * z * x;
+  b[8] = C23 * (x * x - y * y);
+  if (DEG < 3) return;
+  const V tc = -C30 * z * z + C31;
+  b[9] = -C33 * (3.0 * x * x * y - y * y * y);
+  b[10] = C32 * z * 2.0 * x * y;
+  b[11] = tc * y;
+  b[12] = z * (C34 * z * z - C35);
+  b[13] = tc * x;
+  b[14] = C32 * z * (x * x - y * y);
+  b[15] = -C33 * (x * x * x - 3.0 * x * y * y);
+}
+
+// the derivatives d b_k / d (x, y, z) that are not zero by construction: D[k][j] where
+// SH_NZ[k][j] (cpu.py _sh_basis's dout)
+constexpr bool SH_NZ[16][3] = {{0, 0, 0}, {0, 1, 0}, {0, 0, 1}, {1, 0, 0},
+                               {1, 1, 0}, {0, 1, 1}, {0, 0, 1}, {1, 0, 1},
+                               {1, 1, 0}, {1, 1, 0}, {1, 1, 1}, {0, 1, 1},
+                               {0, 0, 1}, {1, 0, 1}, {1, 1, 1}, {1, 1, 0}};
+
+template <int DEG>
+inline void sh_dbasis(V x, V y, V z, V (*D)[3]) {
+  constexpr double C1 = SH_C1;
+  constexpr double C20 = SH_C2[0], C21 = SH_C2[1], C23 = SH_C2[3];
+  constexpr double C30 = SH_C3[0], C31 = SH_C3[1], C32 = SH_C3[2], C33 = SH_C3[3],
+                   C34 = SH_C3[4], C35 = SH_C3[5];
+  if (DEG < 1) return;
+  D[1][1] = vd(-C1);
+  D[2][2] = vd(C1);
+  D[3][0] = vd(-C1);
+  if (DEG < 2) return;
+  D[4][0] = 2.0 * C23 * y;
+  D[4][1] = 2.0 * C23 * x;
+  D[5][1] = -C20 * z;
+  D[5][2] = -C20 * y;
+  D[6][2] = 2.0 * C21 * z;
+  D[7][0] = -C20 * z;
+  D[7][2] = -C20 * x;
+  D[8][0] = 2.0 * C23 * x;
+  D[8][1] = -2.0 * C23 * y;
+  if (DEG < 3) return;
+  const V tc = -C30 * z * z + C31;
+  D[9][0] = -C33 * 6.0 * x * y;
+  D[9][1] = -C33 * (3.0 * x * x - 3.0 * y * y);
+  D[10][0] = 2.0 * C32 * z * y;
+  D[10][1] = 2.0 * C32 * z * x;
+  D[10][2] = 2.0 * C32 * x * y;
+  D[11][1] = tc;
+  D[11][2] = -2.0 * C30 * z * y;
+  D[12][2] = 3.0 * C34 * z * z - C35;
+  D[13][0] = tc;
+  D[13][2] = -2.0 * C30 * z * x;
+  D[14][0] = 2.0 * C32 * z * x;
+  D[14][1] = -2.0 * C32 * z * y;
+  D[14][2] = C32 * (x * x - y * y);
+  D[15][0] = -C33 * (3.0 * x * x - 3.0 * y * y);
+  D[15][1] = 6.0 * C33 * x * y;
+}
+
+// The camera as the projection kernels see it: cpu.py's scalars, broadcast (memory operands)
+struct Cam {
+  V R[3][3], t[3], fx, fy, cx, cy, lxp, lxn, lyp, lyn, ccx, ccy, ccz, near, far;
+};
+
+Cam make_cam(const double* Rv, const double* tv, const double* cam, int64_t W, int64_t H,
+             double near, double far) {
+  const double fx = cam[0], fy = cam[1], cx = cam[2], cy = cam[3];
+  const double tan_fx = 0.5 * (double)W / fx, tan_fy = 0.5 * (double)H / fy;
+  Cam C;
+  for (int a = 0; a < 3; a++) {
+    for (int b = 0; b < 3; b++) C.R[a][b] = vd(Rv[3 * a + b]);
+    C.t[a] = vd(tv[a]);
+  }
+  C.fx = vd(fx), C.fy = vd(fy), C.cx = vd(cx), C.cy = vd(cy);
+  C.lxp = vd(((double)W - cx - 0.5) / fx + 0.3 * tan_fx);
+  C.lxn = vd((cx + 0.5) / fx + 0.3 * tan_fx);
+  C.lyp = vd(((double)H - cy - 0.5) / fy + 0.3 * tan_fy);
+  C.lyn = vd((cy + 0.5) / fy + 0.3 * tan_fy);
+  C.ccx = vd(-(Rv[0] * tv[0] + Rv[3] * tv[1] + Rv[6] * tv[2]));
+  C.ccy = vd(-(Rv[1] * tv[0] + Rv[4] * tv[1] + Rv[7] * tv[2]));
+  C.ccz = vd(-(Rv[2] * tv[0] + Rv[5] * tv[1] + Rv[8] * tv[2]));
+  C.near = vd(near), C.far = vd(far);
+  return C;
+}
+
+struct ProjArgs {
+  const float *means, *quats, *log_scales, *logits, *sh;
+  int64_t n, kt;  // splats, SH coefficients a splat in sh ([n, kt, 3])
+  float* out;     // forward: [n, 12]
+  uint8_t* valid_out;
+  const uint8_t* valid;  // backward
+  const float *g_uv, *g_conic, *g_opacity, *g_color;
+  float *g_means, *g_quats, *g_log_scales, *g_logits, *g_sh;
+};
+
+// What the forward and backward passes share, per lane: the camera-frame mean, the
+// normalised quaternion, its rotation matrix, the scales, M = R diag(s) and Sc = Rv M M^T Rv^T
+// (cpu.py _rotmat and _cov_in_camera, all nine entries as numba computes them: Sc is not
+// exactly symmetric)
+struct Geo {
+  V mx, my, mz, x, y, z, op, qn, qw, qx, qy, qz, sc[3], R[3][3], M[3][3], Sc[3][3];
+};
+
+inline void geometry(const Cam& C, const ProjArgs& A, const int64_t* idx, Geo& g) {
+  V m[3], q[4], ls[3], lg[1];
+  get_rows<3>(A.means, 3, idx, m);
+  get_rows<4>(A.quats, 4, idx, q);
+  get_rows<3>(A.log_scales, 3, idx, ls);
+  get_rows<1>(A.logits, 1, idx, lg);
+  g.mx = m[0], g.my = m[1], g.mz = m[2];
+  const V(*Rv)[3] = C.R;
+  g.x = Rv[0][0] * g.mx + Rv[0][1] * g.my + Rv[0][2] * g.mz + C.t[0];
+  g.y = Rv[1][0] * g.mx + Rv[1][1] * g.my + Rv[1][2] * g.mz + C.t[1];
+  g.z = Rv[2][0] * g.mx + Rv[2][1] * g.my + Rv[2][2] * g.mz + C.t[2];
+  g.op = 1.0 / (1.0 + vexp(-lg[0]));
+  g.qn = nmax(sqrt4(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]), vd(1e-12));
+  const V qw = q[0] / g.qn, qx = q[1] / g.qn, qy = q[2] / g.qn, qz = q[3] / g.qn;
+  g.qw = qw, g.qx = qx, g.qy = qy, g.qz = qz;
+  V(*R)[3] = g.R;
+  R[0][0] = 1.0 - 2.0 * (qy * qy + qz * qz);
+  R[0][1] = 2.0 * (qx * qy - qw * qz);
+  R[0][2] = 2.0 * (qx * qz + qw * qy);
+  R[1][0] = 2.0 * (qx * qy + qw * qz);
+  R[1][1] = 1.0 - 2.0 * (qx * qx + qz * qz);
+  R[1][2] = 2.0 * (qy * qz - qw * qx);
+  R[2][0] = 2.0 * (qx * qz - qw * qy);
+  R[2][1] = 2.0 * (qy * qz + qw * qx);
+  R[2][2] = 1.0 - 2.0 * (qx * qx + qy * qy);
+  for (int b = 0; b < 3; b++) g.sc[b] = vexp(ls[b]);
+  V(*M)[3] = g.M;
+  for (int a = 0; a < 3; a++)
+    for (int b = 0; b < 3; b++) M[a][b] = R[a][b] * g.sc[b];
+  V S[3][3], T1[3][3];
+  for (int a = 0; a < 3; a++)
+    for (int b = a; b < 3; b++)  // exactly symmetric (the same products, in the same order)
+      S[a][b] = S[b][a] = M[a][0] * M[b][0] + M[a][1] * M[b][1] + M[a][2] * M[b][2];
+  for (int a = 0; a < 3; a++)
+    for (int b = 0; b < 3; b++)
+      T1[a][b] = Rv[a][0] * S[0][b] + Rv[a][1] * S[1][b] + Rv[a][2] * S[2][b];
+  for (int a = 0; a < 3; a++)
+    for (int b = 0; b < 3; b++)
+      g.Sc[a][b] = T1[a][0] * Rv[b][0] + T1[a][1] * Rv[b][1] + T1[a][2] * Rv[b][2];
+}
+
+// cpu.py _cov2d
+inline void cov2d(const V (*Sc)[3], V j00, V j02, V j11, V j12, V& c00, V& c01, V& c11) {
+  c00 = j00 * j00 * Sc[0][0] + 2.0 * j00 * j02 * Sc[0][2] + j02 * j02 * Sc[2][2] + EPS2D_D;
+  c11 = j11 * j11 * Sc[1][1] + 2.0 * j11 * j12 * Sc[1][2] + j12 * j12 * Sc[2][2] + EPS2D_D;
+  c01 = j00 * j11 * Sc[0][1] + j00 * j12 * Sc[0][2];
+  c01 += j02 * j11 * Sc[2][1] + j02 * j12 * Sc[2][2];
+}
+
+inline void lanes(int64_t i0, int cnt, int64_t* idx) {
+  for (int l = 0; l < NL; l++) idx[l] = i0 + (l < cnt ? l : cnt - 1);  // the tail repeats
+}
+
+// cpu.py _project_fwd for the splats i0 .. i0 + cnt - 1 (cnt <= NL)
+template <int DEG>
+void project_fwd_block(const Cam& C, const ProjArgs& A, int64_t i0, int cnt) {
+  constexpr int K = (DEG + 1) * (DEG + 1);
+  int64_t idx[NL];
+  lanes(i0, cnt, idx);
+  Geo g;
+  geometry(C, A, idx, g);
+  const V x = g.x, y = g.y, z = g.z, op = g.op;
+  VL w = (z >= C.near) & (z <= C.far) & ~(op < ALPHA_MIN_D);  // numba's `continue`s
+  const V tx = z * nmin(nmax(x / z, -C.lxn), C.lxp);
+  const V ty = z * nmin(nmax(y / z, -C.lyn), C.lyp);
+  const V j00 = C.fx / z, j02 = -C.fx * tx / (z * z);
+  const V j11 = C.fy / z, j12 = -C.fy * ty / (z * z);
+  V c00, c01, c11;
+  cov2d(g.Sc, j00, j02, j11, j12, c00, c01, c11);
+  const V det = c00 * c11 - c01 * c01;
+  w &= det > 0.0;
+  const V u = C.fx * x / z + C.cx, v = C.fy * y / z + C.cy;
+  const V ext =
+      nmin(sqrt4(2.0 * vlog(nmax(op, vd(ALPHA_MIN_D)) / ALPHA_MIN_D)), vd(EXTEND_MAX_D));
+  V o[12];
+  o[0] = u, o[1] = v;
+  o[2] = c11 / det, o[3] = -c01 / det, o[4] = c00 / det;
+  o[5] = z, o[6] = op;
+  o[10] = ext * sqrt4(c00), o[11] = ext * sqrt4(c11);
+  // colour
+  const V dx = g.mx - C.ccx, dy = g.my - C.ccy, dz = g.mz - C.ccz;
+  const V dn = nmax(sqrt4(dx * dx + dy * dy + dz * dz), vd(1e-12));
+  V b[K];
+  v4f sh[3 * K];
+  sh_basis<DEG>(dx / dn, dy / dn, dz / dn, b);
+  get_rows_f32<3 * K>(A.sh, 3 * A.kt, idx, sh);
+  for (int ch = 0; ch < 3; ch++) {
+    V acc = b[0] * to_f64(sh[ch]);  // numba starts from 0.0: the same sum (but for -0)
+    for (int k = 1; k < K; k++) acc += b[k] * to_f64(sh[3 * k + ch]);
+    o[7 + ch] = nmax(acc + 0.5, vd(0.0));
+  }
+  const V zero = vd(0.0);
+  for (int j = 0; j < 12; j++)
+    if (j != 5 && j != 6) o[j] = blend(w, o[j], zero);
+  put_rows<12>(A.out, 12, i0, cnt, o);
+  const VL ok = w & (u - u == 0.0) & (v - v == 0.0);  // finite u and v
+  for (int l = 0; l < cnt; l++) A.valid_out[i0 + l] = ok[l] != 0;
+}
+
+// cpu.py _project_bwd for the splats i0 .. i0 + cnt - 1 (cnt <= NL)
+template <int DEG>
+void project_bwd_block(const Cam& C, const ProjArgs& A, int64_t i0, int cnt) {
+  constexpr int K = (DEG + 1) * (DEG + 1);
+  const int64_t rs = 3 * A.kt;  // floats per splat in sh and g_sh
+  bool any = false;
+  for (int l = 0; l < cnt; l++) {
+    any |= A.valid[i0 + l] != 0;
+    // the coefficients above the degree (every one where the splat is invalid)
+    if (rs > 3 * K) std::memset(A.g_sh + (i0 + l) * rs + 3 * K, 0, sizeof(float) * (rs - 3 * K));
+  }
+  if (!any) {
+    for (int l = 0; l < cnt; l++) {
+      const int64_t i = i0 + l;
+      std::memset(A.g_sh + i * rs, 0, sizeof(float) * 3 * K);
+      std::memset(A.g_means + 3 * i, 0, sizeof(float) * 3);
+      std::memset(A.g_quats + 4 * i, 0, sizeof(float) * 4);
+      std::memset(A.g_log_scales + 3 * i, 0, sizeof(float) * 3);
+      A.g_logits[i] = 0.0f;
+    }
+    return;
+  }
+  int64_t idx[NL];
+  lanes(i0, cnt, idx);
+  VL vm;
+  for (int l = 0; l < NL; l++) vm[l] = A.valid[idx[l]] ? -1 : 0;
+  Geo g;
+  geometry(C, A, idx, g);
+  const V x = g.x, y = g.y, z = g.z, op = g.op;
+  const V(*Rv)[3] = C.R;
+  V guv[2], gcn[3], gop[1], gcol[3];
+  get_rows<2>(A.g_uv, 2, idx, guv);
+  get_rows<3>(A.g_conic, 3, idx, gcn);
+  get_rows<1>(A.g_opacity, 1, idx, gop);
+  get_rows<3>(A.g_color, 3, idx, gcol);
+  V g_logit[1] = {gop[0] * op * (1.0 - op)};
+  const V(*Sc)[3] = g.Sc;
+  const V clx0 = x / z, cly0 = y / z;
+  const VL free_x = (-C.lxn <= clx0) & (clx0 <= C.lxp);
+  const VL free_y = (-C.lyn <= cly0) & (cly0 <= C.lyp);
+  const V clx = nmin(nmax(clx0, -C.lxn), C.lxp);
+  const V cly = nmin(nmax(cly0, -C.lyn), C.lyp);
+  const V tx = z * clx, ty = z * cly;
+  const V j00 = C.fx / z, j02 = -C.fx * tx / (z * z);
+  const V j11 = C.fy / z, j12 = -C.fy * ty / (z * z);
+  V c00, c01, c11;
+  cov2d(Sc, j00, j02, j11, j12, c00, c01, c11);
+  const V det = c00 * c11 - c01 * c01;
+  const V ga = gcn[0], gb = gcn[1], gc = gcn[2];
+  // conic = (c11, -c01, c00) / det
+  const V g_det = -(ga * c11 - gb * c01 + gc * c00) / (det * det);
+  const V g00 = gc / det + g_det * c11;
+  const V g11 = ga / det + g_det * c00;
+  const V g01 = -gb / det - 2.0 * g_det * c01;
+  const V h = 0.5 * g01;
+  // rows of Gc J and g_J = 2 (Gc J) Sc (entries 00, 02, 11, 12)
+  const V gj0[3] = {g00 * j00, h * j11, g00 * j02 + h * j12};
+  const V gj1[3] = {h * j00, g11 * j11, h * j02 + g11 * j12};
+  const V gJ00 = 2.0 * (gj0[0] * Sc[0][0] + gj0[1] * Sc[1][0] + gj0[2] * Sc[2][0]);
+  const V gJ02 = 2.0 * (gj0[0] * Sc[0][2] + gj0[1] * Sc[1][2] + gj0[2] * Sc[2][2]);
+  const V gJ11 = 2.0 * (gj1[0] * Sc[0][1] + gj1[1] * Sc[1][1] + gj1[2] * Sc[2][1]);
+  const V gJ12 = 2.0 * (gj1[0] * Sc[0][2] + gj1[1] * Sc[1][2] + gj1[2] * Sc[2][2]);
+  // g_Sc = J^T (Gc J) (numba's 0.0 * x terms left out)
+  V gSc[3][3];
+  for (int b = 0; b < 3; b++) {
+    gSc[0][b] = j00 * gj0[b];
+    gSc[1][b] = j11 * gj1[b];
+    gSc[2][b] = j02 * gj0[b] + j12 * gj1[b];
+  }
+  // mean2d and the J entries
+  const V gu = guv[0], gv = guv[1];
+  V g_x = gu * C.fx / z;
+  V g_y = gv * C.fy / z;
+  V g_z = -(gu * C.fx * x + gv * C.fy * y) / (z * z);
+  g_z += -gJ00 * C.fx / (z * z) - gJ11 * C.fy / (z * z);
+  const V g_tx = -gJ02 * C.fx / (z * z);
+  g_z += gJ02 * 2.0 * C.fx * tx / (z * z * z);
+  const V g_ty = -gJ12 * C.fy / (z * z);
+  g_z += gJ12 * 2.0 * C.fy * ty / (z * z * z);
+  g_x = blend(free_x, g_x + g_tx, g_x);
+  g_z = blend(free_x, g_z, g_z + g_tx * clx);
+  g_y = blend(free_y, g_y + g_ty, g_y);
+  g_z = blend(free_y, g_z, g_z + g_ty * cly);
+  V gm[3];
+  for (int a = 0; a < 3; a++) gm[a] = Rv[0][a] * g_x + Rv[1][a] * g_y + Rv[2][a] * g_z;
+  // Sc = Rv S Rv^T -> g_S = Rv^T g_Sc Rv, numba's sum order
+  V gS[3][3];
+  for (int a = 0; a < 3; a++)
+    for (int b = 0; b < 3; b++) {
+      V acc = Rv[0][a] * gSc[0][0] * Rv[0][b];  // numba starts from 0.0 (but for -0)
+      for (int c = 0; c < 3; c++)
+        for (int d = c == 0 ? 1 : 0; d < 3; d++) acc += Rv[c][a] * gSc[c][d] * Rv[d][b];
+      gS[a][b] = acc;
+    }
+  // S = M M^T -> g_M = (g_S + g_S^T) M; M = R diag(s)
+  const V(*M)[3] = g.M;
+  const V(*R)[3] = g.R;
+  V gM[3][3];
+  for (int a = 0; a < 3; a++)
+    for (int b = 0; b < 3; b++)
+      gM[a][b] = (gS[a][0] + gS[0][a]) * M[0][b] + (gS[a][1] + gS[1][a]) * M[1][b] +
+                 (gS[a][2] + gS[2][a]) * M[2][b];
+  V gl[3];
+  for (int b = 0; b < 3; b++)
+    gl[b] = (gM[0][b] * R[0][b] + gM[1][b] * R[1][b] + gM[2][b] * R[2][b]) * g.sc[b];
+  V G[3][3];
+  for (int a = 0; a < 3; a++)
+    for (int b = 0; b < 3; b++) G[a][b] = gM[a][b] * g.sc[b];
+  const V qw = g.qw, qx = g.qx, qy = g.qy, qz = g.qz;
+  const V gw = 2.0 * (-qz * G[0][1] + qy * G[0][2] + qz * G[1][0] - qx * G[1][2] -
+                      qy * G[2][0] + qx * G[2][1]);
+  const V gx = 2.0 * (qy * G[0][1] + qz * G[0][2] + qy * G[1][0] - 2.0 * qx * G[1][1] -
+                      qw * G[1][2] + qz * G[2][0] + qw * G[2][1] - 2.0 * qx * G[2][2]);
+  const V gy = 2.0 * (-2.0 * qy * G[0][0] + qx * G[0][1] + qw * G[0][2] + qx * G[1][0] +
+                      qz * G[1][2] - qw * G[2][0] + qz * G[2][1] - 2.0 * qy * G[2][2]);
+  const V gz = 2.0 * (-2.0 * qz * G[0][0] - qw * G[0][1] + qx * G[0][2] + qw * G[1][0] -
+                      2.0 * qz * G[1][1] + qy * G[1][2] + qx * G[2][0] + qy * G[2][1]);
+  const V dot = qw * gw + qx * gx + qy * gy + qz * gz;
+  V gq[4] = {(gw - qw * dot) / g.qn, (gx - qx * dot) / g.qn, (gy - qy * dot) / g.qn,
+             (gz - qz * dot) / g.qn};
+  // colour: SH at the view direction, +0.5, clamp_min 0
+  const V ddx = g.mx - C.ccx, ddy = g.my - C.ccy, ddz = g.mz - C.ccz;
+  const V dn = nmax(sqrt4(ddx * ddx + ddy * ddy + ddz * ddz), vd(1e-12));
+  const V ux = ddx / dn, uy = ddy / dn, uz = ddz / dn;
+  V b[K], D[K][3], gsh[3 * K];
+  v4f sh[3 * K];
+  sh_basis<DEG>(ux, uy, uz, b);
+  sh_dbasis<DEG>(ux, uy, uz, D);
+  get_rows_f32<3 * K>(A.sh, rs, idx, sh);
+  const V zero = vd(0.0);
+  V gd[3] = {zero, zero, zero};
+  for (int ch = 0; ch < 3; ch++) {
+    V acc = vd(0.5);
+    for (int k = 0; k < K; k++) acc += b[k] * to_f64(sh[3 * k + ch]);
+    const VL off = (acc < 0.0) | ~vm;  // clamped (no gradient) or invalid
+    const V gcl = gcol[ch];
+    const v4f gcl32 = to_f32(gcl);  // exact: a float32 value
+    V e[3] = {gd[0], gd[1], gd[2]};
+#pragma GCC unroll 16
+    for (int k = 0; k < K; k++) {
+      gsh[3 * k + ch] = blend(off, zero, b[k] * gcl);
+      // numba multiplies these two float32 values in float32
+      const V wk = to_f64(sh[3 * k + ch] * gcl32);
+      for (int j = 0; j < 3; j++)
+        if (SH_NZ[k][j]) e[j] += D[k][j] * wk;
+    }
+    for (int j = 0; j < 3; j++) gd[j] = blend(off, gd[j], e[j]);
+  }
+  if (DEG > 0) {
+    const V dd = ux * gd[0] + uy * gd[1] + uz * gd[2];
+    gm[0] += (gd[0] - ux * dd) / dn;
+    gm[1] += (gd[1] - uy * dd) / dn;
+    gm[2] += (gd[2] - uz * dd) / dn;
+  }
+  for (int a = 0; a < 3; a++) gm[a] = blend(vm, gm[a], zero), gl[a] = blend(vm, gl[a], zero);
+  for (int a = 0; a < 4; a++) gq[a] = blend(vm, gq[a], zero);
+  g_logit[0] = blend(vm, g_logit[0], zero);
+  put_rows<3>(A.g_means, 3, i0, cnt, gm);
+  put_rows<4>(A.g_quats, 4, i0, cnt, gq);
+  put_rows<3>(A.g_log_scales, 3, i0, cnt, gl);
+  put_rows<1>(A.g_logits, 1, i0, cnt, g_logit);
+  put_rows<3 * K>(A.g_sh, rs, i0, cnt, gsh);
+}
+
+// Faults in the pages of [p, p + bytes) writable, threads in parallel, one madvise
+// (MADV_POPULATE_WRITE, Linux >= 5.14; contents kept) a MiB: the backward pass's SH gradient is
+// a fresh mapping from the allocator at every call (57 MB at 300k splats, SH degree 3), and
+// populating it so costs ~2/3 of taking its page faults one store at a time (the VM this was
+// measured on pays ~1.6 us a page fault). Elsewhere, or where it fails, the stores fault.
+void populate(void* p, int64_t bytes) {
+#if defined(__linux__)
+  constexpr int populate_write = 23;  // MADV_POPULATE_WRITE, for older headers
+  const int64_t pg = sysconf(_SC_PAGESIZE);
+  if (bytes < (1 << 20) || pg <= 0) return;
+  // whole pages: the first and the last one hold bytes of the array, so they are mapped
+  const uintptr_t b0 = (uintptr_t)p & ~(uintptr_t)(pg - 1);
+  const uintptr_t b1 = ((uintptr_t)p + bytes + pg - 1) & ~(uintptr_t)(pg - 1);
+  const int64_t len = (int64_t)(b1 - b0), step = 1 << 20;
+  OMP(omp parallel for schedule(dynamic, 1) num_threads(n_threads()))
+  for (int64_t o = 0; o < len; o += step)
+    madvise((void*)(b0 + o), (size_t)(len - o < step ? len - o : step), populate_write);
+#else
+  (void)p, (void)bytes;
+#endif
+}
+
+template <int DEG, bool FWD>
+void project_blocks(const ProjArgs& A, const Cam& C) {
+  const int64_t nb = (A.n + NL - 1) / NL;
+  // chunks of 1024 splats (200 KB of g_sh at SH degree 3): little scheduling, and each page
+  // of the outputs written by one thread
+  OMP(omp parallel for schedule(dynamic, 256) num_threads(n_threads()))
+  for (int64_t bi = 0; bi < nb; bi++) {
+    const int64_t i0 = NL * bi;
+    const int cnt = (int)(A.n - i0 < NL ? A.n - i0 : NL);
+    if constexpr (FWD)
+      project_fwd_block<DEG>(C, A, i0, cnt);
+    else
+      project_bwd_block<DEG>(C, A, i0, cnt);
+  }
+}
+
+// -1 for an SH degree outside [0, 3] or fewer than (deg + 1)^2 coefficients a splat
+template <bool FWD>
+int project(const ProjArgs& A, int64_t deg, const Cam& C) {
+  if (deg < 0 || deg > 3 || A.kt < (deg + 1) * (deg + 1)) return -1;
+  switch (deg) {
+    case 0: project_blocks<0, FWD>(A, C); break;
+    case 1: project_blocks<1, FWD>(A, C); break;
+    case 2: project_blocks<2, FWD>(A, C); break;
+    default: project_blocks<3, FWD>(A, C);
+  }
+  return 0;
+}
+
 }  // namespace
 
 extern "C" {
 
-// ALPHA_MAX, ALPHA_MIN, T_MIN, TILE as compiled in (the loader compares them with common.py)
+// ALPHA_MAX, ALPHA_MIN, T_MIN, TILE, EPS2D, EXTEND_MAX and the SH constants C0, C1, C2[4],
+// C3[6] as compiled in (18 values; the loader compares them with common.py's)
 void wg_constants(double* out) {
   out[0] = ALPHA_MAX_D;
   out[1] = ALPHA_MIN_D;
   out[2] = T_MIN_D;
   out[3] = TILE;
+  out[4] = EPS2D_D;
+  out[5] = EXTEND_MAX_D;
+  out[6] = SH_C0;
+  out[7] = SH_C1;
+  for (int j = 0; j < 4; j++) out[8 + j] = SH_C2[j];
+  for (int j = 0; j < 6; j++) out[12 + j] = SH_C3[j];
 }
 
 // Threads of the tile loops (n <= 0: OpenMP's default). Deliberately not omp_set_num_threads:
@@ -794,6 +1440,63 @@ void wg_exp_neg(const float* x, float* y, int64_t n) {
     std::memcpy(buf, x + i, sizeof(float) * m);
     store(buf, exp_neg(-load(buf)));
     std::memcpy(y + i, buf, sizeof(float) * m);
+  }
+}
+
+// cpu.py _project_fwd for float32 parameters means [n, 3], quats [n, 4], log_scales [n, 3],
+// logits [n], sh [n, kt, 3] (kt >= (deg + 1)^2); viewmat rotation Rv [3, 3] and translation
+// tv [3], cam = (fx, fy, cx, cy), all float64. Writes out [n, 12] (mean2d, conic, depth,
+// opacity, colour, half extent; zeros where numba leaves them) and valid [n], in full.
+// Returns 0, or -1 for a bad degree / kt.
+int wg_project_fwd(const float* means, const float* quats, const float* log_scales,
+                   const float* logits, const float* sh, int64_t n, int64_t kt, int64_t deg,
+                   const double* Rv, const double* tv, const double* cam, int64_t W, int64_t H,
+                   double near, double far, float* out, uint8_t* valid) {
+  ProjArgs A = {};
+  A.means = means, A.quats = quats, A.log_scales = log_scales, A.logits = logits, A.sh = sh;
+  A.n = n, A.kt = kt, A.out = out, A.valid_out = valid;
+  return project<true>(A, deg, make_cam(Rv, tv, cam, W, H, near, far));
+}
+
+// cpu.py _project_bwd for the same parameters and camera, the forward pass's valid [n] and the
+// float32 gradients of mean2d [n, 2], conic [n, 3], opacity [n] and colour [n, 3]: writes the
+// gradients w.r.t. means [n, 3], quats [n, 4], log_scales [n, 3], logits [n] and sh [n, kt, 3]
+// (float32, each rounded once from numba's float64 value), every element. Returns 0, or -1 for
+// a bad degree / kt.
+int wg_project_bwd(const float* means, const float* quats, const float* log_scales,
+                   const float* logits, const float* sh, int64_t n, int64_t kt, int64_t deg,
+                   const double* Rv, const double* tv, const double* cam, int64_t W, int64_t H,
+                   const uint8_t* valid, const float* g_uv, const float* g_conic,
+                   const float* g_opacity, const float* g_color, float* g_means, float* g_quats,
+                   float* g_log_scales, float* g_logits, float* g_sh) {
+  ProjArgs A = {};
+  A.means = means, A.quats = quats, A.log_scales = log_scales, A.logits = logits, A.sh = sh;
+  A.n = n, A.kt = kt, A.valid = valid;
+  A.g_uv = g_uv, A.g_conic = g_conic, A.g_opacity = g_opacity, A.g_color = g_color;
+  A.g_means = g_means, A.g_quats = g_quats, A.g_log_scales = g_log_scales;
+  A.g_logits = g_logits, A.g_sh = g_sh;
+  if (deg >= 0 && deg <= 3 && kt >= (deg + 1) * (deg + 1)) populate(g_sh, 12 * n * kt);
+  return project<false>(A, deg, make_cam(Rv, tv, cam, W, H, 0.0, 0.0));
+}
+
+// the projection's float64 exp and log on n values (the tests measure their error)
+void wg_exp_f64(const double* x, double* y, int64_t n) {
+  for (int64_t i = 0; i < n; i += NL) {
+    V v = vd(0.0);
+    const int64_t m = n - i < NL ? n - i : NL;
+    std::memcpy(&v, x + i, sizeof(double) * m);
+    v = vexp(v);
+    std::memcpy(y + i, &v, sizeof(double) * m);
+  }
+}
+
+void wg_log_f64(const double* x, double* y, int64_t n) {
+  for (int64_t i = 0; i < n; i += NL) {
+    V v = vd(1.0);
+    const int64_t m = n - i < NL ? n - i : NL;
+    std::memcpy(&v, x + i, sizeof(double) * m);
+    v = vlog(v);
+    std::memcpy(y + i, &v, sizeof(double) * m);
   }
 }
 
