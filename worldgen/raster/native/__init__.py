@@ -356,28 +356,23 @@ _TORCH_DTYPES = {
 
 def exp_neg(x: np.ndarray) -> np.ndarray:
     """The kernels' float32 ``exp`` (for x in [-87, 0]), to measure its error."""
-    lib = _loaded()
-    x = np.ascontiguousarray(x, np.float32)
-    y = np.empty_like(x)
-    lib.wg_exp_neg(x, y, x.size)
-    return y
+    return _elementwise("wg_exp_neg", x, np.float32)
 
 
 def exp_f64(x: np.ndarray) -> np.ndarray:
     """The projection's float64 ``exp``, to measure its error."""
-    lib = _loaded()
-    x = np.ascontiguousarray(x, np.float64)
-    y = np.empty_like(x)
-    lib.wg_exp_f64(x, y, x.size)
-    return y
+    return _elementwise("wg_exp_f64", x, np.float64)
 
 
 def log_f64(x: np.ndarray) -> np.ndarray:
     """The projection's float64 ``log`` (for positive normal x), to measure its error."""
-    lib = _loaded()
-    x = np.ascontiguousarray(x, np.float64)
+    return _elementwise("wg_log_f64", x, np.float64)
+
+
+def _elementwise(name: str, x: np.ndarray, dtype) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype)
     y = np.empty_like(x)
-    lib.wg_log_f64(x, y, x.size)
+    getattr(_loaded(), name)(x, y, x.size)
     return y
 
 
