@@ -29,6 +29,7 @@ from worldgen.optimize import (
     ssim,
 )
 from worldgen.raster import rasterize
+from worldgen.raster.common import quat_to_rotmat
 from worldgen.splats import Splats
 
 
@@ -275,7 +276,7 @@ def test_densify_splits_where_the_view_is_underfitted():
     sig = torch.exp(ls_par).amax(dim=1)
     dist = (children - centre).norm(dim=1)
     assert torch.allclose(dist, SPLIT_OFFSET * sig, rtol=1e-4)
-    major = _rotmats(parents["quats"][par])[torch.arange(len(par)), :, axis]
+    major = quat_to_rotmat(parents["quats"][par])[torch.arange(len(par)), :, axis]
     cos = ((children - centre) * major).sum(dim=1) / dist
     assert bool((cos.abs() > 1 - 1e-5).all()), "children off the parent's major axis"
     expected = ls_par.clone()
@@ -426,7 +427,7 @@ def test_split_renders_nearly_as_the_parent(opacity):
         after = rasterize(current_splats(state), cam, backend="cpu")
     # 3DGS's split of the same splats
     s = torch.exp(log_scales)
-    R = _rotmats(quats)
+    R = quat_to_rotmat(quats)
     kids = [means + torch.einsum("nij,nj->ni", R, torch.randn(m, 3, generator=g) * s)
             for _ in range(2)]  # fmt: skip
     gs = Splats(
@@ -443,15 +444,3 @@ def test_split_renders_nearly_as_the_parent(opacity):
     err_gs = float((gs_render.alpha - before.alpha).abs().mean())
     assert err < 0.02 and err * 3 < err_gs, (err, err_gs)
     assert psnr(after.rgb, before.rgb) > 30.0, psnr(after.rgb, before.rgb)
-
-
-def _rotmats(q: torch.Tensor) -> torch.Tensor:
-    w, x, y, z = torch.nn.functional.normalize(q, dim=-1).unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).reshape(-1, 3, 3)  # fmt: skip

@@ -32,6 +32,7 @@ import torch
 from .camera import Camera
 from .errors import InputError
 from .raster import rasterize
+from .raster.common import quat_to_rotmat
 from .splats import Splats
 
 PARAMS = ("means", "quats", "log_scales", "logit_opacities", "sh")
@@ -58,8 +59,8 @@ class RefineConfig:
     lr_quats: float = 3e-3
     """The rates are 3x 3DGS's, which are made for thousands of steps: at our tens of passes
     those leave the source view still climbing ~0.2 dB per pass (living_room at 512 px, 30
-    passes: 50.7 dB with them, 53.6 dB at 3x; `default`'s 8 passes at 3x: +1.0-1.4 dB on the
-    demos, and the Middlebury right view no worse)."""
+    passes: 50.7 dB with them, 53.6 dB at 3x; `default`'s 8 passes at 3x: +1.0-2.5 dB on the
+    five demos, and the Middlebury right view no worse)."""
     lr_log_scales: float = 1.5e-2
     lr_opacity: float = 0.15
     lr_sh0: float = 7.5e-3
@@ -491,15 +492,7 @@ def densify(state: RefineState, config: RefineConfig) -> int:
     rows = torch.arange(budget)
     axis = scales[idx].argmax(dim=1)
     # the major axis in the world: that column of the parent's rotation matrix
-    w, x, y, zq = torch.nn.functional.normalize(p["quats"].detach()[idx], dim=-1).unbind(-1)
-    R = torch.stack(
-        [
-            1 - 2 * (y * y + zq * zq), 2 * (x * y - w * zq), 2 * (x * zq + w * y),
-            2 * (x * y + w * zq), 1 - 2 * (x * x + zq * zq), 2 * (y * zq - w * x),
-            2 * (x * zq - w * y), 2 * (y * zq + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).reshape(-1, 3, 3)  # fmt: skip
+    R = quat_to_rotmat(p["quats"].detach()[idx])
     offset = R[rows, :, axis] * (SPLIT_OFFSET * scales[idx, axis])[:, None]
     log_scales = p["log_scales"].detach()[idx].clone()
     log_scales[rows, axis] += math.log(SPLIT_SCALE)

@@ -425,6 +425,30 @@ if HAVE_NUMBA:
         R[2, 2] = 1.0 - 2.0 * (qx * qx + qy * qy)
 
     @njit(cache=True, inline="always")
+    def _camera_point(means, i, Rv, tv):
+        """Splat i's centre (float64 even from float32 arrays: numba's float() would keep
+        float32) and that point in the camera: (mx, my, mz, x, y, z)."""
+        mx, my, mz = np.float64(means[i, 0]), np.float64(means[i, 1]), np.float64(means[i, 2])
+        x = Rv[0, 0] * mx + Rv[0, 1] * my + Rv[0, 2] * mz + tv[0]
+        y = Rv[1, 0] * mx + Rv[1, 1] * my + Rv[1, 2] * mz + tv[1]
+        z = Rv[2, 0] * mx + Rv[2, 1] * my + Rv[2, 2] * mz + tv[2]
+        return mx, my, mz, x, y, z
+
+    @njit(cache=True, inline="always")
+    def _splat_frame(quats, log_scales, i, R):
+        """Splat i's rotation into R; returns the unit quaternion, its norm and the scales:
+        (qw, qx, qy, qz, qn, sc0, sc1, sc2)."""
+        q0, q1 = np.float64(quats[i, 0]), np.float64(quats[i, 1])
+        q2, q3 = np.float64(quats[i, 2]), np.float64(quats[i, 3])
+        qn = max(math.sqrt(q0**2 + q1**2 + q2**2 + q3**2), 1e-12)
+        qw, qx, qy, qz = q0 / qn, q1 / qn, q2 / qn, q3 / qn
+        _rotmat(qw, qx, qy, qz, R)
+        sc0 = math.exp(np.float64(log_scales[i, 0]))
+        sc1 = math.exp(np.float64(log_scales[i, 1]))
+        sc2 = math.exp(np.float64(log_scales[i, 2]))
+        return qw, qx, qy, qz, qn, sc0, sc1, sc2
+
+    @njit(cache=True, inline="always")
     def _cov_in_camera(R, sc0, sc1, sc2, Rv, M, S, T1, Sc):
         """Scratch filled in place: M = R diag(s), S = M M^T, Sc = Rv S Rv^T."""
         for a in range(3):
@@ -482,29 +506,13 @@ if HAVE_NUMBA:
             basis = np.empty(16)
             dbasis = np.empty((16, 3))
             for i in range(ci * _CHUNK, min(n, (ci + 1) * _CHUNK)):
-                # np.float64(): the parameters may be float32 arrays, the maths is float64
-                # regardless (numba's float() would keep float32)
-                mx, my, mz = (
-                    np.float64(means[i, 0]),
-                    np.float64(means[i, 1]),
-                    np.float64(means[i, 2]),
-                )
-                x = Rv[0, 0] * mx + Rv[0, 1] * my + Rv[0, 2] * mz + tv[0]
-                y = Rv[1, 0] * mx + Rv[1, 1] * my + Rv[1, 2] * mz + tv[1]
-                z = Rv[2, 0] * mx + Rv[2, 1] * my + Rv[2, 2] * mz + tv[2]
+                mx, my, mz, x, y, z = _camera_point(means, i, Rv, tv)
                 op = 1.0 / (1.0 + math.exp(-np.float64(logits[i])))
                 out[i, 5] = z
                 out[i, 6] = op
                 if not (z >= near and z <= far) or op < ALPHA_MIN:
                     continue
-                q0, q1 = np.float64(quats[i, 0]), np.float64(quats[i, 1])
-                q2, q3 = np.float64(quats[i, 2]), np.float64(quats[i, 3])
-                qn = math.sqrt(q0**2 + q1**2 + q2**2 + q3**2)
-                qn = max(qn, 1e-12)
-                _rotmat(q0 / qn, q1 / qn, q2 / qn, q3 / qn, R)
-                sc0 = math.exp(np.float64(log_scales[i, 0]))
-                sc1 = math.exp(np.float64(log_scales[i, 1]))
-                sc2 = math.exp(np.float64(log_scales[i, 2]))
+                _, _, _, _, _, sc0, sc1, sc2 = _splat_frame(quats, log_scales, i, R)
                 _cov_in_camera(R, sc0, sc1, sc2, Rv, M, S, T1, Sc)
                 tx = z * min(max(x / z, -lxn), lxp)
                 ty = z * min(max(y / z, -lyn), lyp)
@@ -580,24 +588,10 @@ if HAVE_NUMBA:
                     g_sh[i] = 0.0
                     continue
                 g_sh[i, K:] = 0.0
-                mx, my, mz = (
-                    np.float64(means[i, 0]),
-                    np.float64(means[i, 1]),
-                    np.float64(means[i, 2]),
-                )
-                x = Rv[0, 0] * mx + Rv[0, 1] * my + Rv[0, 2] * mz + tv[0]
-                y = Rv[1, 0] * mx + Rv[1, 1] * my + Rv[1, 2] * mz + tv[1]
-                z = Rv[2, 0] * mx + Rv[2, 1] * my + Rv[2, 2] * mz + tv[2]
+                mx, my, mz, x, y, z = _camera_point(means, i, Rv, tv)
                 op = 1.0 / (1.0 + math.exp(-np.float64(logits[i])))
                 g_logit[i] = g_opacity[i] * op * (1.0 - op)
-                q0, q1 = np.float64(quats[i, 0]), np.float64(quats[i, 1])
-                q2, q3 = np.float64(quats[i, 2]), np.float64(quats[i, 3])
-                qn = max(math.sqrt(q0**2 + q1**2 + q2**2 + q3**2), 1e-12)
-                qw, qx, qy, qz = q0 / qn, q1 / qn, q2 / qn, q3 / qn
-                _rotmat(qw, qx, qy, qz, R)
-                sc0 = math.exp(np.float64(log_scales[i, 0]))
-                sc1 = math.exp(np.float64(log_scales[i, 1]))
-                sc2 = math.exp(np.float64(log_scales[i, 2]))
+                qw, qx, qy, qz, qn, sc0, sc1, sc2 = _splat_frame(quats, log_scales, i, R)
                 _cov_in_camera(R, sc0, sc1, sc2, Rv, M, S, T1, Sc)
                 clx = x / z
                 cly = y / z

@@ -338,10 +338,10 @@ def _check_params(means, quats, log_scales, logits, sh, deg, Rv, tv, cam) -> tup
 def empty(shape, dtype) -> np.ndarray:
     """An uninitialised host array for a kernel to fill, from torch's allocator rather than
     numpy's. numpy asks Linux for transparent huge pages on arrays of 4 MB and more
-    (``madvise``); where THP defrag is ``madvise`` (Debian's default), first touching those
-    pages from the kernels' threads waits on memory compaction: with the 57 MB SH gradient of
-    scene c of ``benchmarks/raster_cpu.py`` in numpy's memory, the projection backward took
-    110-210 ms per iteration instead of 60-75."""
+    (``madvise``); where THP defrag is ``madvise`` (the kernel's default, and this machine's),
+    first touching those pages from the kernels' threads waits on memory compaction: with the
+    57 MB SH gradient of scene c of ``benchmarks/raster_cpu.py`` in numpy's memory, the
+    projection backward took 110-210 ms per iteration instead of 60-75."""
     return torch.empty(shape, dtype=_TORCH_DTYPES[np.dtype(dtype)]).numpy()
 
 
