@@ -15,7 +15,7 @@ SSIM = ``structural_similarity(a, b, channel_axis=2, data_range=1)``, "empty" = 
 
 worldgen is run as "single-layer" and "layered": where ``BuildConfig`` has ``layers.enabled``,
 single-layer is ``{"layers": {"enabled": False}}`` and layered ``{"layers": {"enabled": True}}``
-(plus, where ``outpaint.enabled`` exists, the bare skeleton with both off); without that key the
+(plus, where ``surround.enabled`` exists, the bare skeleton with both off); without that key the
 default config (the single-layer build) is the only worldgen row (``layer_variants``).
 
     .venv/bin/python benchmarks/stereo_eval.py [--quick] [--json FILE]
@@ -188,7 +188,7 @@ def layer_variants(preset: str | None = None) -> list[tuple[str, dict]]:
     """(label, config overrides) of the worldgen builds to compare.
 
     With ``layers.enabled`` in ``BuildConfig``: single-layer (False) and layered (True); where
-    ``outpaint.enabled`` exists too, also the bare skeleton (single layer, no outpainting).
+    ``surround.enabled`` exists too, also the bare skeleton (single layer, no surround).
     Without ``layers.enabled``: the default config alone, which is the single-layer build.
     When ``preset`` refines (``refine.iters > 0``), also the layered build without refinement.
     """
@@ -198,11 +198,11 @@ def layer_variants(preset: str | None = None) -> list[tuple[str, dict]]:
     if not _has_switch(cfg, "layers"):
         return [("worldgen single-layer", {})]
     out = []
-    if _has_switch(cfg, "outpaint"):
+    if _has_switch(cfg, "surround"):
         out.append(
             (
-                "worldgen single-layer, no outpaint",
-                {"layers": {"enabled": False}, "outpaint": {"enabled": False}},
+                "worldgen single-layer, no surround",
+                {"layers": {"enabled": False}, "surround": {"enabled": False}},
             )
         )
     out.append(("worldgen single-layer", {"layers": {"enabled": False}}))

@@ -30,9 +30,9 @@ the source camera at the origin looking down -Z -- which *is* glTF's frame, so n
 happens here. A perspective layer's pixel ``(u, v)`` with z-depth ``z`` is the camera point
 ``((u - cx) z / fx, (v - cy) z / fy, z)`` (OpenCV axes, the layer's own intrinsics), mapped to
 the world by ``world_from_camera``. An equirectangular pixel is ``distance * d(lon, lat)`` with
-``d = (sin lon cos lat, sin lat, -cos lon cos lat)`` (worldgen/outpaint.py), already in the world
-frame. Consumers convert on import: Godot uses glTF axes as they are (identity); Unity's glTFast
-mirrors X (``x -> -x``) into Unity's left-handed frame.
+``d = (sin lon cos lat, sin lat, -cos lon cos lat)`` (worldgen/surround/geometry.py), already in
+the world frame. Consumers convert on import: Godot uses glTF axes as they are (identity);
+Unity's glTFast mirrors X (``x -> -x``) into Unity's left-handed frame.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ with its top / bottom rows' mean colour around it; then the photo's own perspect
 layer(s), sharper than the dome, are painted over it where they cover the sphere (alpha-blended).
 
 Frame: the **world frame** (right-handed, +Y up, the source camera at the origin looking down
--Z; ``worldgen/outpaint.py``), no axis change.
+-Z; ``worldgen/surround/geometry.py``), no axis change.
 
 * Equirectangular: pixel ``(row i, col j)`` of a ``W x H`` image has longitude
   ``lon = -180 + (j + 0.5) 360 / W`` and latitude ``lat = 90 - (i + 0.5) 180 / H`` (degrees);

@@ -240,7 +240,7 @@ def level(world) -> bytes:
 
 
 def _equirect_dirs(w: int, h: int) -> np.ndarray:
-    """Directions of the pixel centres, from worldgen/outpaint.py's documented convention."""
+    """Directions of the pixel centres, (worldgen/surround/geometry.py)."""
     lon = -math.pi + (np.arange(w) + 0.5) * 2 * math.pi / w
     lat = math.pi / 2 - (np.arange(h) + 0.5) * math.pi / h
     LON, LAT = np.meshgrid(lon, lat)

@@ -18,6 +18,17 @@ import numpy as np
 
 from .errors import InputError
 
+
+@dataclass(frozen=True)
+class CameraConfig:
+    default_hfov_deg: float = 60.0
+    """Horizontal field of view assumed when neither the user, the depth model nor EXIF give one."""
+    focal_px: float | None = None
+    """Focal length in pixels of the original image (overrides everything else)."""
+    principal: tuple[float, float] | None = None
+    """Principal point (cx, cy) in pixels of the original image; default: the image centre."""
+
+
 DEFAULT_HFOV_DEG = 60.0
 #: diagonal of a 36 x 24 mm frame, the reference of "35 mm equivalent" focal lengths
 FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)

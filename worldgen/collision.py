@@ -14,11 +14,23 @@ import trimesh
 from scipy import ndimage
 
 from .camera import Intrinsics
-from .config import CollisionConfig
 from .depth.base import CEILING, SKY, VERTICAL
 from .ground import GroundFit
 
+
 #: the world is closed this far behind the spawn point (nothing is known behind the photo)
+@dataclass(frozen=True)
+class CollisionConfig:
+    grid: int = 40
+    """Cells along the long side of the coarse depth grid the collision mesh is built from."""
+    min_wall_height: float = 1.0
+    """Background vertical surfaces lower than this (metres) are clutter, not walls."""
+    min_object_height: float = 1.7
+    """Foreground objects lower than this (metres, about a person) get no collider."""
+    boundary_height: float = 3.0
+    """Height of the wall that closes the world at its edge (metres)."""
+
+
 BEHIND_MARGIN = 2.0
 SIDE_MARGIN = 1.0
 

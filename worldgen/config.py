@@ -14,97 +14,19 @@ from pathlib import Path
 
 import yaml
 
+from .camera import CameraConfig
+from .collision import CollisionConfig
+from .depth.base import DepthConfig
 from .errors import InputError
+from .fill.base import FillConfig
+from .image import ImageConfig
 from .layers import LayerConfig
+from .lift import LiftConfig
 from .optimize import RefineConfig
-from .outpaint import OutpaintConfig
+from .surround import SurroundConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PRESETS = ("fast", "default", "quality")
-
-
-@dataclass(frozen=True)
-class ImageConfig:
-    max_side: int = 768
-    """Long side of the working image in pixels (never upscaled)."""
-
-
-@dataclass(frozen=True)
-class CameraConfig:
-    default_hfov_deg: float = 60.0
-    """Horizontal field of view assumed when neither the user, the depth model nor EXIF give one."""
-    focal_px: float | None = None
-    """Focal length in pixels of the original image (overrides everything else)."""
-    principal: tuple[float, float] | None = None
-    """Principal point (cx, cy) in pixels of the original image; default: the image centre."""
-
-
-@dataclass(frozen=True)
-class DepthConfig:
-    backend: str = "auto"
-    """Depth backend: auto, popup, file, depth-anything-v2, depth-pro (see `worldgen models`)."""
-    model: str | None = None
-    """Learned depth model: a hub id or a local folder (default: the backend's own)."""
-    device: str = "auto"
-    """Device for the learned depth model: auto (cuda > mps > cpu), cpu, cuda, mps."""
-    depth_map: str | None = None
-    """User depth map (.npy float32 metres or 16-bit PNG millimetres); implies backend=file."""
-    camera_height: float = 1.6
-    """Camera height above the ground in metres; sets the metric scale of relative depth."""
-    sky_distance: float = 200.0
-    """Radius of the far sky dome in metres."""
-    max_depth: float = 80.0
-    """Farthest distance given to ground and vertical surfaces in metres."""
-    popup_segments: int = 400
-    """Number of superpixels the popup backend segments the image into."""
-
-
-@dataclass(frozen=True)
-class LiftConfig:
-    stride: int = 1
-    """Keep one splat per `stride` x `stride` pixels of the working image."""
-    footprint_scale: float = 0.5
-    """In-plane splat standard deviation as a fraction of the pixel footprint (times stride)."""
-    thickness: float = 0.1
-    """Out-of-plane standard deviation relative to the in-plane one (flat discs)."""
-    max_normal_angle_deg: float = 80.0
-    """Surfaces seen more obliquely than this are treated as facing the camera at that angle."""
-    edge_threshold: float = 0.08
-    """Relative change of the disparity slope between neighbours that marks a depth edge."""
-    colour_solve_iters: int = 8
-    """Iterations of the linear solve that makes the source view reproduce the photo (0 = off)."""
-
-
-@dataclass(frozen=True)
-class FillConfig:
-    backend: str = "auto"
-    """Fill backend for hidden regions and the outpainted surroundings: auto, classical,
-    diffusion (auto: diffusion only with cached weights and a GPU)."""
-    model: str | None = None
-    """Inpainting model of the diffusion backend: a hub id or a local folder
-    (default stable-diffusion-v1-5/stable-diffusion-inpainting)."""
-    device: str = "auto"
-    """Device for the diffusion backend: auto (cuda > mps > cpu), cpu, cuda, mps."""
-    prompt: str | None = None
-    """Text prompt for the diffusion fill (default: empty, the context alone decides)."""
-    negative_prompt: str | None = None
-    """Negative prompt for the diffusion fill (default: blurry, text, watermark, ...)."""
-    steps: int = 30
-    """Denoising steps of the diffusion fill."""
-    guidance: float = 7.5
-    """Classifier-free guidance scale of the diffusion fill."""
-
-
-@dataclass(frozen=True)
-class CollisionConfig:
-    grid: int = 40
-    """Cells along the long side of the coarse depth grid the collision mesh is built from."""
-    min_wall_height: float = 1.0
-    """Background vertical surfaces lower than this (metres) are clutter, not walls."""
-    min_object_height: float = 1.7
-    """Foreground objects lower than this (metres, about a person) get no collider."""
-    boundary_height: float = 3.0
-    """Height of the wall that closes the world at its edge (metres)."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +37,8 @@ class BuildConfig:
     lift: LiftConfig = field(default_factory=LiftConfig)
     layers: LayerConfig = field(default_factory=LayerConfig)
     fill: FillConfig = field(default_factory=FillConfig)
-    outpaint: OutpaintConfig = field(default_factory=OutpaintConfig)
+    surround: SurroundConfig = field(default_factory=SurroundConfig)
+    """The world beyond the photo: ground, distant band, sky all around the spawn."""
     collision: CollisionConfig = field(default_factory=CollisionConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
     """Splat refinement against the photo and the layers' views (``iters: 0`` = off)."""
@@ -203,7 +126,18 @@ def from_dict(data: dict) -> BuildConfig:
     """Build a validated ``BuildConfig`` from plain data (unknown keys are errors)."""
     if not isinstance(data, dict):
         raise InputError(f"config: expected a mapping, got {type(data).__name__}")
-    return _build(BuildConfig, data, "")
+    return _build(BuildConfig, _legacy_names(data), "")
+
+
+def _legacy_names(data: dict) -> dict:
+    """``outpaint:`` is the ``surround`` section's name before the surround package."""
+    if "outpaint" not in data:
+        return data
+    if "surround" in data:
+        raise InputError("config: give either 'surround' or its old name 'outpaint', not both")
+    data = dict(data)
+    data["surround"] = data.pop("outpaint")
+    return data
 
 
 def load_preset(name_or_path: str) -> BuildConfig:
@@ -225,4 +159,4 @@ def load_preset(name_or_path: str) -> BuildConfig:
     if not isinstance(data, dict):
         raise InputError(f"{path}: a preset must be a mapping of sections")
     data.setdefault("preset", name)
-    return from_dict(_merge(BuildConfig().to_dict(), data))
+    return from_dict(_merge(BuildConfig().to_dict(), _legacy_names(data)))

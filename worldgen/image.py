@@ -17,6 +17,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
 
+
+@dataclass(frozen=True)
+class ImageConfig:
+    max_side: int = 768
+    """Long side of the working image in pixels (never upscaled)."""
+
+
 SUPPORTED = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "MPO")
 MIN_SIDE = 8
 

@@ -11,14 +11,31 @@ pixel.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .camera import Camera, Intrinsics, Pose
-from .config import LiftConfig
 from .ground import unproject
 from .splats import Splats, rgb_to_sh0
+
+
+@dataclass(frozen=True)
+class LiftConfig:
+    stride: int = 1
+    """Keep one splat per `stride` x `stride` pixels of the working image."""
+    footprint_scale: float = 0.5
+    """In-plane splat standard deviation as a fraction of the pixel footprint (times stride)."""
+    thickness: float = 0.1
+    """Out-of-plane standard deviation relative to the in-plane one (flat discs)."""
+    max_normal_angle_deg: float = 80.0
+    """Surfaces seen more obliquely than this are treated as facing the camera at that angle."""
+    edge_threshold: float = 0.08
+    """Relative change of the disparity slope between neighbours that marks a depth edge."""
+    colour_solve_iters: int = 8
+    """Iterations of the linear solve that makes the source view reproduce the photo (0 = off)."""
+
 
 OPACITY = 0.99
 

@@ -33,12 +33,12 @@ from .image import load_image, resize, save_png, working_size
 from .layers import split_layers
 from .lift import solve_colours
 from .optimize import View, psnr, refine, ssim
-from .outpaint import Panorama, extend
 from .progress import Reporter
 from .raster import rasterize
 from .raster import resolve_backend as resolve_raster_backend
 from .scene import BundleLayer, compose_layers, lift_layers, surroundings_layers
 from .splats import Splats, ply_bytes
+from .surround import Panorama, extend
 from .world import atomic_dir, check_output, validate_manifest
 
 STAGES = (
@@ -241,7 +241,7 @@ def build(
             fill=config.fill.__dict__,
             fill_backend=fill_backend.name,
             fill_model=[m["id"] for m in models if m["role"] == "inpaint"],
-            outpaint=config.outpaint.__dict__,
+            surround=config.surround.__dict__,
             seed=config.seed,
         )
         cached = cache.get("scene", skey)
@@ -255,8 +255,8 @@ def build(
                 # the diffusion fill gives its new content the build's learned depth
                 fill_backend.depth_model = backend.load(dcfg.model, dcfg.device)
             margin = 0
-            if config.outpaint.enabled:
-                margin = int(round(config.outpaint.canvas_margin * max(W, H)))
+            if config.surround.enabled:
+                margin = int(round(config.surround.canvas_margin * max(W, H)))
             layers, fill_facts = compose_layers(
                 rgb,
                 depth,
@@ -270,7 +270,7 @@ def build(
                 seed=config.seed,
             )
             pano = None
-            if config.outpaint.enabled:
+            if config.surround.enabled:
                 pano = extend(
                     rgb,
                     depth,
@@ -278,7 +278,7 @@ def build(
                     intr,
                     ground,
                     M,
-                    config.outpaint,
+                    config.surround,
                     sky_distance=dcfg.sky_distance,
                     fill=fill_backend,
                     seed=config.seed,

@@ -2,7 +2,7 @@
 
 ``compose_layers`` turns the photo, its metric depth and the layer split into the layers of the
 world bundle (far to near, then the surroundings); ``lift_layers`` lifts each with its own alpha
-and layer id. With ``layers.enabled = false`` and ``outpaint.enabled = false`` this is the
+and layer id. With ``layers.enabled = false`` and ``surround.enabled = false`` this is the
 single-layer skeleton: one "scene" layer, the photo's depth surface.
 """
 
@@ -20,8 +20,8 @@ from .fill import GroundPlane
 from .ground import GroundFit
 from .layers import FILL_CONTEXT_PX, LayerSplit
 from .lift import lift
-from .outpaint import Panorama, lift_panorama, lift_sky
 from .splats import Splats
+from .surround import Panorama, lift_sky, lift_surround
 
 
 @dataclass
@@ -30,7 +30,7 @@ class BundleLayer:
 
     projection "perspective": an image in the source camera's intrinsics, depth = camera z;
     projection "equirectangular": a full-sphere image in the world frame, depth = distance along
-    the ray (see outpaint.py). rgb [h, w, 3]; depth [h, w] (NaN = no surface); alpha [h, w];
+    the ray (surround/geometry.py). rgb [h, w, 3]; depth [h, w] (NaN = no surface); alpha [h, w];
     labels [h, w] uint8 or None.
     """
 
@@ -202,5 +202,5 @@ def lift_layers(
             parts.append(lift_sky(L.rgb, world_from_camera, config.depth.sky_distance, k))
         else:
             assert pano is not None
-            parts.append(lift_panorama(pano, world_from_camera, config.outpaint, k))
+            parts.append(lift_surround(pano, world_from_camera, config.surround, k))
     return Splats.cat(parts)

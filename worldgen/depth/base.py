@@ -11,6 +11,28 @@ from ..camera import Intrinsics
 
 # semantic labels shared by depth backends, layering and collision
 GROUND, VERTICAL, SKY, CEILING = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class DepthConfig:
+    backend: str = "auto"
+    """Depth backend: auto, popup, file, depth-anything-v2, depth-pro (see `worldgen models`)."""
+    model: str | None = None
+    """Learned depth model: a hub id or a local folder (default: the backend's own)."""
+    device: str = "auto"
+    """Device for the learned depth model: auto (cuda > mps > cpu), cpu, cuda, mps."""
+    depth_map: str | None = None
+    """User depth map (.npy float32 metres or 16-bit PNG millimetres); implies backend=file."""
+    camera_height: float = 1.6
+    """Camera height above the ground in metres; sets the metric scale of relative depth."""
+    sky_distance: float = 200.0
+    """Radius of the far sky dome in metres."""
+    max_depth: float = 80.0
+    """Farthest distance given to ground and vertical surfaces in metres."""
+    popup_segments: int = 400
+    """Number of superpixels the popup backend segments the image into."""
+
+
 LABEL_NAMES = {GROUND: "ground", VERTICAL: "vertical", SKY: "sky", CEILING: "ceiling"}
 
 

@@ -15,6 +15,26 @@ import numpy as np
 from ..camera import Intrinsics
 
 
+@dataclass(frozen=True)
+class FillConfig:
+    backend: str = "auto"
+    """Fill backend for hidden regions and the outpainted surroundings: auto, classical,
+    diffusion (auto: diffusion only with cached weights and a GPU)."""
+    model: str | None = None
+    """Inpainting model of the diffusion backend: a hub id or a local folder
+    (default stable-diffusion-v1-5/stable-diffusion-inpainting)."""
+    device: str = "auto"
+    """Device for the diffusion backend: auto (cuda > mps > cpu), cpu, cuda, mps."""
+    prompt: str | None = None
+    """Text prompt for the diffusion fill (default: empty, the context alone decides)."""
+    negative_prompt: str | None = None
+    """Negative prompt for the diffusion fill (default: blurry, text, watermark, ...)."""
+    steps: int = 30
+    """Denoising steps of the diffusion fill."""
+    guidance: float = 7.5
+    """Classifier-free guidance scale of the diffusion fill."""
+
+
 @dataclass
 class FillResult:
     """rgb: [H, W, 3] float32; depth: [H, W] float32 z-depth (NaN where not synthesised and

@@ -27,37 +27,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
-from .camera import Intrinsics
-from .depth.base import CEILING, GROUND, SKY, VERTICAL
-from .ground import GroundFit, unproject
-from .splats import Splats
-
-
-@dataclass(frozen=True)
-class OutpaintConfig:
-    enabled: bool = True
-    """Extend the world beyond the photo (False = the world ends at the frame)."""
-    canvas_margin: float = 0.08
-    """The background layer's canvas extends this fraction of the photo's long side beyond each
-    edge of the frame (filled like the hidden regions)."""
-    yaw_extent_deg: float = 90.0
-    """Degrees of yaw covered beside the photo on each side (180 = all around)."""
-    width: int = 512
-    """Width of the full-sphere panorama in pixels (height = width / 2)."""
-    sky_width: int = 256
-    """Width of the full-sphere sky image in pixels."""
-    min_wall_distance: float = 2.0
-    """Nearest the wall ring may come to the spawn point (metres)."""
-    max_wall_distance: float = 60.0
-    """Farthest wall ring distance (metres)."""
-    blend_deg: float = 40.0
-    """Angle over which the wall ring goes from the photo's edge values to their medians."""
-    ceiling_height: float = 2.7
-    """Ceiling height above the floor indoors (metres), when the depth backend gives none."""
-    footprint_scale: float = 0.6
-    """Splat standard deviation as a fraction of the panorama pixel footprint."""
+from ..camera import Intrinsics
+from ..depth.base import CEILING, GROUND, SKY, VERTICAL
+from ..ground import GroundFit, unproject
+from .config import SurroundConfig
+from .geometry import directions, project_to_photo, sample
 
 
 @dataclass
@@ -83,40 +58,6 @@ class Panorama:
     ring: np.ndarray
     covered: np.ndarray
     info: dict
-
-
-def directions(width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(lon [H, W], lat [H, W], d [H, W, 3]) of the pixel centres of an equirectangular grid."""
-    lon = -math.pi + (np.arange(width) + 0.5) * 2 * math.pi / width
-    lat = math.pi / 2 - (np.arange(height) + 0.5) * math.pi / height
-    LON, LAT = np.meshgrid(lon, lat)
-    d = np.stack([np.sin(LON) * np.cos(LAT), np.sin(LAT), -np.cos(LON) * np.cos(LAT)], -1)
-    return LON, LAT, d
-
-
-def _project_to_photo(d_world, R_wc, intr):
-    """Pixel coordinates (u, v) of world directions in the source photo, and an inside mask."""
-    d_cam = d_world @ R_wc  # rows: R_wc^T d
-    z = d_cam[..., 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u = intr.fx * d_cam[..., 0] / z + intr.cx
-        v = intr.fy * d_cam[..., 1] / z + intr.cy
-    inside = (z > 1e-6) & (u >= -0.5) & (u <= intr.width - 0.5)
-    inside &= (v >= -0.5) & (v <= intr.height - 0.5)
-    return u, v, inside
-
-
-def _sample(img: np.ndarray, u: np.ndarray, v: np.ndarray, order: int = 1) -> np.ndarray:
-    coords = [np.clip(v, 0, img.shape[0] - 1), np.clip(u, 0, img.shape[1] - 1)]
-    if img.ndim == 2:
-        return ndimage.map_coordinates(img, coords, order=order, mode="nearest")
-    return np.stack(
-        [
-            ndimage.map_coordinates(img[..., c], coords, order=order, mode="nearest")
-            for c in range(img.shape[2])
-        ],
-        -1,
-    )
 
 
 def _edge_profile(
@@ -159,7 +100,7 @@ def extend(
     intr: Intrinsics,
     ground: GroundFit,
     world_from_camera: np.ndarray,
-    config: OutpaintConfig,
+    config: SurroundConfig,
     *,
     sky_distance: float,
     fill=None,
@@ -168,7 +109,7 @@ def extend(
     """Build the panorama around the spawn. image [H, W, 3], depth [H, W] metres (camera z),
     labels [H, W] or None; ``fill``: a fill backend (default: classical)."""
     if fill is None:
-        from .fill import get_fill_backend
+        from ..fill import get_fill_backend
 
         fill = get_fill_backend("classical")
     H, W = depth.shape
@@ -244,12 +185,12 @@ def extend(
         dist = np.where(np.isfinite(dist), dist, R_default)
 
     # --- colours: the photo where it sees, the fill elsewhere --------------------------------
-    u, v, inside = _project_to_photo(d, R_wc, intr)
+    u, v, inside = project_to_photo(d, R_wc, intr)
     rgb = np.zeros((Hp, Wp, 3), np.float32)
-    rgb[inside] = _sample(image, u[inside], v[inside])
+    rgb[inside] = sample(image, u[inside], v[inside])
     if labels is not None:
         plab_known = plab.copy()
-        plab_known[inside] = _sample(
+        plab_known[inside] = sample(
             labels.astype(np.float32), u[inside], v[inside], order=0
         ).astype(np.uint8)
     else:
@@ -267,14 +208,14 @@ def extend(
     if outdoor:
         Ws, Hs = int(config.sky_width), int(config.sky_width) // 2
         _, _, sd = directions(Ws, Hs)
-        su, sv, sin_ = _project_to_photo(sd, R_wc, intr)
+        su, sv, sin_ = project_to_photo(sd, R_wc, intr)
         sky_px = np.zeros((Hs, Ws), bool)
         if labels is not None:
-            sky_px[sin_] = _sample(labels.astype(np.float32), su[sin_], sv[sin_], order=0) == SKY
+            sky_px[sin_] = sample(labels.astype(np.float32), su[sin_], sv[sin_], order=0) == SKY
         else:
-            sky_px[sin_] = _sample(depth, su[sin_], sv[sin_], order=0) >= 0.9 * sky_distance
+            sky_px[sin_] = sample(depth, su[sin_], sv[sin_], order=0) >= 0.9 * sky_distance
         srgb = np.zeros((Hs, Ws, 3), np.float32)
-        srgb[sky_px] = _sample(image, su[sky_px], sv[sky_px])
+        srgb[sky_px] = sample(image, su[sky_px], sv[sky_px])
         if sky_px.any():
             slab = np.full((Hs, Ws), SKY, np.uint8)
             sky_rgb = fill.fill(srgb, ~sky_px, labels=slab, seed=seed).rgb
@@ -301,71 +242,4 @@ def extend(
         R_ring.astype(np.float32),
         within[0].copy(),
         info,
-    )
-
-
-def lift_panorama(
-    pano: Panorama, world_from_camera: np.ndarray, config: OutpaintConfig, layer_id: int
-) -> Splats:
-    """Splats (source camera axes) for the panorama's lifted directions: flat discs on the
-    ground, the wall ring and the ceiling, each covering its pixel's footprint."""
-    from .lift import make_discs
-
-    Hp, Wp = pano.labels.shape
-    _, _, d = directions(Wp, Hp)
-    P = d * pano.distance.astype(np.float64)[..., None]
-
-    # in-plane footprint vectors from neighbouring pixels on the same surface
-    def neighbour_diff(axis):
-        fwd = np.roll(P, -1, axis=axis) - P
-        back = P - np.roll(P, 1, axis=axis)
-        lab = pano.labels
-        same_f = np.roll(lab, -1, axis=axis) == lab
-        same_b = np.roll(lab, 1, axis=axis) == lab
-        if axis == 0:  # no wrap at the poles
-            same_f[-1] = False
-            same_b[0] = False
-        both = same_f & same_b
-        out = np.where(both[..., None], 0.5 * (fwd + back), np.where(same_f[..., None], fwd, back))
-        return out
-
-    a = neighbour_diff(1) * config.footprint_scale
-    b = neighbour_diff(0) * config.footprint_scale
-    m = pano.lift
-    R_wc = world_from_camera[:3, :3]
-    Xc = P[m] @ R_wc  # world -> camera: R_wc^T X
-    return make_discs(Xc, a[m] @ R_wc, b[m] @ R_wc, pano.rgb[m], None, 0.1, layer_id)
-
-
-def lift_sky(
-    sky_rgb: np.ndarray,
-    world_from_camera: np.ndarray,
-    sky_distance: float,
-    layer_id: int,
-    footprint_scale: float = 0.6,
-) -> Splats:
-    """The sky dome (upper hemisphere plus a few degrees below the horizon) as splats facing
-    the spawn point, in source camera axes."""
-    from .lift import make_discs
-
-    Hs, Ws = sky_rgb.shape[:2]
-    _, LAT, d = directions(Ws, Hs)
-    keep = LAT > -math.radians(5)
-    P = d * sky_distance
-    dlon = 2 * math.pi / Ws
-    dlat = math.pi / Hs
-    east = np.stack(
-        [
-            np.cos(np.arctan2(d[..., 0], -d[..., 2])),
-            np.zeros_like(LAT),
-            np.sin(np.arctan2(d[..., 0], -d[..., 2])),
-        ],
-        -1,
-    )
-    north = np.cross(d, east)
-    a = east * (sky_distance * np.cos(LAT) * dlon * footprint_scale)[..., None]
-    b = north * (sky_distance * dlat * footprint_scale)
-    R_wc = world_from_camera[:3, :3]
-    return make_discs(
-        P[keep] @ R_wc, a[keep] @ R_wc, b[keep] @ R_wc, sky_rgb[keep], None, 0.1, layer_id
     )

@@ -10,9 +10,9 @@ from worldgen.camera import Intrinsics, Pose, world_from_camera
 from worldgen.config import BuildConfig
 from worldgen.depth.base import CEILING, GROUND, SKY, VERTICAL
 from worldgen.ground import GroundFit
-from worldgen.outpaint import OutpaintConfig, directions, extend, lift_panorama, lift_sky
 from worldgen.pipeline import build
 from worldgen.render import render_world
+from worldgen.surround import SurroundConfig, directions, extend, lift_sky, lift_surround
 from worldgen.world import load_world
 
 H, W = 96, 128
@@ -49,7 +49,7 @@ def ground_sky_scene(indoor=False):
 def test_outdoor_panorama_layout_and_sky_dome():
     img, z, labels, intr, g = ground_sky_scene()
     M = world_from_camera(g.normal)
-    cfg = OutpaintConfig(width=256, sky_width=128)
+    cfg = SurroundConfig(width=256, sky_width=128)
     pano = extend(img, z, labels, intr, g, M, cfg, sky_distance=SKY_D)
     LON, LAT, d = directions(256, 128)
     assert pano.info["outdoor"] is True and pano.sky_rgb is not None
@@ -72,14 +72,14 @@ def test_outdoor_panorama_layout_and_sky_dome():
     assert pano.covered[np.abs(lon_cols) < half - 0.05].all()
     assert not pano.covered[np.abs(lon_cols) > half + 0.05].any()
     assert not pano.lift[(np.abs(LON) < math.radians(25)) & (np.abs(LAT) < math.radians(15))].any()
-    s = lift_panorama(pano, M, cfg, 1)
+    s = lift_surround(pano, M, cfg, 1)
     assert len(s) == pano.lift.sum() and np.isfinite(s.means.numpy()).all()
 
 
 def test_indoor_panorama_has_a_ceiling_and_no_sky():
     img, z, labels, intr, g = ground_sky_scene(indoor=True)
     M = world_from_camera(g.normal)
-    pano = extend(img, z, labels, intr, g, M, OutpaintConfig(width=256), sky_distance=SKY_D)
+    pano = extend(img, z, labels, intr, g, M, SurroundConfig(width=256), sky_distance=SKY_D)
     assert pano.sky_rgb is None and not pano.info["outdoor"]
     assert (pano.labels == CEILING).any() and not (pano.labels == SKY).any()
     assert (pano.labels == VERTICAL).any()
@@ -122,9 +122,9 @@ def test_single_layer_world_ends_at_the_frame(tmp_path):
         camera={"focal_px": intr.fx},
         depth={"depth_map": str(tmp_path / "gs.npy")},
         layers={"enabled": False},
-        outpaint={"enabled": False},
+        surround={"enabled": False},
     )
     w = load_world(build(p, tmp_path / "one.world", cfg, use_cache=False).path)
     assert [x["name"] for x in w.manifest["layers"]] == ["scene"]
     r = render_world(w, Pose.from_cli(0, 0, 0, 60, 0, 0))
-    assert float((r.alpha < 0.5).float().mean()) > 0.5  # the skeleton's void: what outpaint fixes
+    assert float((r.alpha < 0.5).float().mean()) > 0.5  # the skeleton: a void
