@@ -147,10 +147,16 @@ def render_gl(
     *,
     background=None,
     sort: str = "auto",
+    layers=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render ``world`` (a World, or Splats) from ``pose`` (source-camera axes, Conventions)
-    with ``intrinsics`` (default: the world's source camera) on a headless EGL context.
+    with ``intrinsics`` (default: the world's source camera) on a headless EGL context;
+    ``layers``: only those layers of a World (names or kinds, ``World.select_layers``).
     Returns ``(rgb [H, W, 3] float32, alpha [H, W] float32)``."""
+    if layers is not None:
+        if isinstance(world, Splats):
+            raise InputError("render_gl: layers need a World (bare Splats have no layer names)")
+        world = world.select_layers(layers)
     splats = world if isinstance(world, Splats) else world.splats
     if intrinsics is None:
         if isinstance(world, Splats):

@@ -65,6 +65,8 @@ class ViewerOptions:
     """scripted input (testing aid), see the module docstring"""
     collision: bool = False
     """start with the collision wireframe shown"""
+    layers: tuple[str, ...] | None = None
+    """only the splats of these layers (names or kinds, ``World.select_layers``)"""
 
     def __post_init__(self) -> None:
         w, h = self.size
@@ -605,4 +607,6 @@ def view(world_path: str | Path, options: ViewerOptions, **kw) -> ViewerResult:
     from worldgen.world import load_world
 
     world = load_world(world_path)
+    if options.layers:
+        world = world.select_layers(options.layers)
     return Viewer(world, options, **kw).run()

@@ -72,6 +72,13 @@ def _size(text: str):
     return int(m.group(1)), int(m.group(2))
 
 
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected NAME[,NAME...], got {text!r}")
+    return names
+
+
 def _count(text: str) -> int:
     try:
         v = int(text)
@@ -161,6 +168,13 @@ def make_parser() -> argparse.ArgumentParser:
         "convention, or an object with 'poses' and 'fps'), or 'default' (walk in from the "
         "spawn point and look around)",
     )
+    r.add_argument(
+        "--layers",
+        type=_names,
+        help="NAME[,NAME...]: only the splats of these layers, each a layer name "
+        "(sky-dome, foreground-1, ...: `worldgen info`) or a kind (sky, background, occluded, "
+        "foreground, surroundings, scene: all its layers)",
+    )
     r.add_argument("--fps", type=_positive, help="frames per second of an .mp4 (default 30)")
     r.add_argument(
         "--stereo", choices=("sbs",), help="sbs: left and right eye side by side (64 mm IPD)"
@@ -193,6 +207,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     v.add_argument("--fly", action="store_true", help="start in fly mode (F toggles)")
     v.add_argument("--stereo", choices=("sbs",), help="side-by-side stereo")
+    v.add_argument("--layers", type=_names, help="NAME[,NAME...]: only these layers or kinds")
     v.add_argument("--speed", type=_positive, help="walking speed in m/s (default 1.4)")
     v.add_argument("--frames", type=_count, help="run N frames, then quit")
     v.add_argument("--screenshot", help="save the last frame as PNG")
@@ -392,6 +407,7 @@ def _cmd_render(a) -> int:
     kind = off.output_kind(out, many=a.path is not None)
     off.check_output(out, kind, a.force)
     w = load_world(a.world)
+    shown = w.select_layers(a.layers) if a.layers else w  # paths still come from the whole world
     fps = a.fps
     if a.path is None:
         poses = None
@@ -403,7 +419,7 @@ def _cmd_render(a) -> int:
     fps = fps or 30.0
     t0 = time.perf_counter()
     empty = None
-    with off.FrameSource(w.splats, a.backend) as src:
+    with off.FrameSource(shown.splats, a.backend) as src:
         if not (a.quiet or a.json):
             print(f"render backend: {src.backend} ({src.reason})")
         if a.pano:
@@ -533,6 +549,7 @@ def _cmd_view(a) -> int:
         speed=a.speed,
         script=Path(a.script) if a.script else None,
         collision=a.collision,
+        layers=tuple(a.layers) if a.layers else None,
     )
     res = view(a.world, opts)
     if a.json:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from .camera import Camera, Intrinsics, Pose
@@ -41,10 +43,15 @@ def render_world(
     *,
     backend: str = "auto",
     background=None,
+    layers: Iterable[str] | str | None = None,
 ):
-    """Render ``world`` from ``pose`` (source-camera axes, Conventions). Returns RenderOutput."""
+    """Render ``world`` from ``pose`` (source-camera axes, Conventions). Returns RenderOutput.
+
+    ``layers``: only the splats of these layers (names or kinds, ``World.select_layers``)."""
     from .raster import rasterize
 
+    if layers is not None:
+        world = world.select_layers(layers)
     intr = intrinsics or world.intrinsics
     cam = Camera(intr, pose or Pose.identity())
     return rasterize(

@@ -17,16 +17,17 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .camera import Intrinsics
-from .errors import BundleError, OutputError
+from .errors import BundleError, InputError, OutputError
 from .splats import Splats, read_ply
 
 SCHEMA_PATH = Path(__file__).with_name("world.schema.json")
@@ -141,9 +142,11 @@ class Layer:
 class World:
     """A loaded, validated world bundle. Heavy files are read on first use."""
 
-    def __init__(self, path: Path, manifest: dict):
+    def __init__(self, path: Path, manifest: dict, only_layers: Iterable[int] | None = None):
         self.path = Path(path)
         self.manifest = manifest
+        #: layer ids whose splats ``splats`` holds (None: all); see ``select_layers``
+        self.only_layers = None if only_layers is None else tuple(sorted(only_layers))
 
     @property
     def intrinsics(self) -> Intrinsics:
@@ -162,7 +165,7 @@ class World:
                 f"{self.path}: splats.ply holds {len(s)} splats, "
                 f"world.json says {self.manifest['splats']['count']}"
             )
-        return s
+        return s if self.only_layers is None else _keep_layers(s, self.only_layers)
 
     @property
     def layers(self) -> list[Layer]:
@@ -177,6 +180,46 @@ class World:
             for d in self.manifest["layers"]
         ]
 
+    def layer_ids(self, items: Iterable[str] | str) -> list[int]:
+        """Ids of the layers named by ``items`` (a list, or one comma-separated string): each a
+        layer name (``sky-dome``) or a kind (``sky``: every layer of that kind, here the
+        photo's sky and the dome; an item that is both selects both). An unknown item raises
+        InputError listing the valid names and kinds."""
+        if isinstance(items, str):
+            items = items.split(",")
+        layers = self.manifest["layers"]
+        names = {d["name"]: d["id"] for d in layers}
+        kinds: dict[str, list[int]] = {}
+        for d in layers:
+            kinds.setdefault(d.get("kind", "scene"), []).append(d["id"])
+        ids: set[int] = set()
+        for item in items:
+            item = item.strip()
+            if item not in names and item not in kinds:
+                raise InputError(
+                    f"unknown layer {item!r}; layers of {self.path.name}: "
+                    f"{', '.join(names)}; kinds: {', '.join(kinds)}"
+                )
+            ids.update(kinds.get(item, []))  # "sky" is a name and a kind: the photo's sky + dome
+            if item in names:
+                ids.add(names[item])
+        if not ids:
+            raise InputError("no layer given (e.g. --layers sky,surroundings)")
+        return sorted(ids)
+
+    def select_layers(self, items: Iterable[str] | str) -> World:
+        """This world with only the splats of the layers ``items`` (names or kinds, see
+        ``layer_ids``); manifest, camera and spawn are unchanged. Checks the names at once
+        (manifest only); the splats are read on first use, or filtered from this world's if
+        it has read them."""
+        ids = self.layer_ids(items)
+        if self.only_layers is not None:
+            ids = [i for i in ids if i in self.only_layers]
+        sel = World(self.path, self.manifest, only_layers=ids)
+        if "splats" in self.__dict__:  # already read: filter in memory (the cached_property)
+            sel.__dict__["splats"] = _keep_layers(self.__dict__["splats"], ids)
+        return sel
+
     @cached_property
     def source_rgb(self) -> np.ndarray:
         """[H, W, 3] float32: the photo at working resolution."""
@@ -186,6 +229,10 @@ class World:
         if not p.exists():  # bundles from before source.png: the first layer was the photo
             p = self.layers[0].path / "rgb.png"
         return np.asarray(Image.open(p).convert("RGB"), np.float32) / 255.0
+
+
+def _keep_layers(splats: Splats, ids) -> Splats:
+    return splats.index(torch.from_numpy(np.isin(splats.layers.numpy(), list(ids))))
 
 
 def load_world(path: str | Path) -> World:
