@@ -33,7 +33,9 @@ def sky_renders(tmp_path_factory):
     K = Intrinsics.from_hfov(90, *SIZE)
     out = {}
     for yaw in GRID_YAWS:
-        r = render_world(w, Pose.from_cli(0, 0, 0, yaw, GRID_PITCH, 0), K, layers="sky")
+        r = render_world(
+            w, Pose.from_cli(0, 0, 0, yaw, GRID_PITCH, 0), K, layers="sky", backend="cpu"
+        )
         out[yaw] = (r.rgb.numpy().astype(np.float64), r.alpha.numpy() >= 0.5)
     return out
 
