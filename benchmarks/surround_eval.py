@@ -559,17 +559,21 @@ def _json_safe(x):
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="default", help="build preset (default: default)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--only", action="append", help="a panorama or demo stem (repeatable)")
-    ap.add_argument("--no-demos", action="store_true", help="panoramas only")
-    ap.add_argument("--pano-dir", action="append", type=Path, default=[],
-                    help="another folder of equirectangular JPEGs (repeatable)")  # fmt: skip
-    ap.add_argument("--metrics", type=Path, default=METRICS, help="surround_metrics.py")
-    ap.add_argument("--out", type=Path, help="work folder (default: a temporary one)")
-    ap.add_argument("--sheets", type=Path, default=REPO / "docs" / "images" / "surround")
+    ap.add_argument("--seed", type=int, default=0, help="build seed (default 0)")
     ap.add_argument(
-        "--results", type=Path, default=REPO / "benchmarks" / "results" / "surround_eval.json"
+        "--only", action="append", metavar="NAME", help="a panorama or demo stem (repeatable)"
     )
+    ap.add_argument("--no-demos", action="store_true", help="panoramas only")
+    ap.add_argument("--pano-dir", action="append", type=Path, default=[], metavar="DIR",
+                    help="another folder of equirectangular JPEGs (repeatable)")  # fmt: skip
+    ap.add_argument("--metrics", type=Path, default=METRICS, metavar="PATH",
+                    help="surround_metrics.py (default: <repo>/../shared/tools/)")  # fmt: skip
+    ap.add_argument("--out", type=Path, metavar="DIR", help="work folder (default: temporary)")
+    ap.add_argument("--sheets", type=Path, default=REPO / "docs" / "images" / "surround",
+                    metavar="DIR", help="image sheets (default: docs/images/surround)")  # fmt: skip
+    ap.add_argument("--results", type=Path, metavar="FILE",
+                    default=REPO / "benchmarks" / "results" / "surround_eval.json",
+                    help="metrics JSON (default: benchmarks/results/)")  # fmt: skip
     ap.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     a = ap.parse_args(argv)
 
