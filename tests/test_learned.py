@@ -547,6 +547,12 @@ def test_build_with_learned_backends_end_to_end(tiny, tmp_path, capsys):
     args += ["--depth", "depth-anything-v2", "--depth-model", str(tiny["da"])]
     args += ["--inpaint", "diffusion", "--inpaint-model", str(tiny["sd"]), "--steps", "2"]
     args += ["--device", "cpu", "--prompt", "a garden"]
+    preset = tmp_path / "small.yaml"  # small learned-surround views: CPU time in CI
+    preset.write_text(
+        "preset: fast\nimage: {max_side: 512}\nlift: {stride: 2}\n"
+        "refine: {iters: 0}\nsurround: {learned_view_size: 64}\n"
+    )
+    args[args.index("fast")] = str(preset)
     assert main(args) == 0, capsys.readouterr().err
     summary = json.loads(capsys.readouterr().out)
     assert summary["backends"]["depth"] == "depth-anything-v2"
@@ -562,6 +568,9 @@ def test_build_with_learned_backends_end_to_end(tiny, tmp_path, capsys):
     assert m["fill"]["backend"] == "diffusion" and m["config"]["fill"]["prompt"] == "a garden"
     for facts in m["fill"]["layers"].values():
         assert facts["depth"]["method"]
+    # the learned surround ran around the spawn: 7 views, 180 last, over the classical prefill
+    views = m["outpaint"]["learned"]["views"]
+    assert len(views) == 7 and views[-1]["yaw_deg"] == 180
     assert main(["info", str(out)]) == 0
     text = capsys.readouterr().out
     assert "apache-2.0" in text and "creativeml-openrail-m" in text and "diffusion" in text

@@ -65,15 +65,33 @@ def test_outdoor_panorama_layout_and_sky_dome():
     # sky splats sit on the dome
     dome = lift_sky(pano.sky_rgb, M, SKY_D, 0)
     r = np.linalg.norm(dome.means.numpy(), axis=1)
-    assert np.allclose(r, SKY_D, rtol=1e-5)
-    # the lifted surroundings cover the yaw extent beside the photo, not the photo itself
-    lon_cols = LON[0]
-    half = math.radians(30 + 90)
-    assert pano.covered[np.abs(lon_cols) < half - 0.05].all()
-    assert not pano.covered[np.abs(lon_cols) > half + 0.05].any()
+    assert np.allclose(r, SKY_D, rtol=3e-3)  # (jittered by 0.2 %: no lattice)
+    # the surround goes all around; the photo's own view is left to the photo's layers
+    assert pano.covered.all()
     assert not pano.lift[(np.abs(LON) < math.radians(25)) & (np.abs(LAT) < math.radians(15))].any()
+    assert pano.lift[np.abs(LON) > math.radians(150)].any()
     s = lift_surround(pano, M, cfg, 1)
-    assert len(s) == pano.lift.sum() and np.isfinite(s.means.numpy()).all()
+    # a reduced grid: fewer splats than lifted pixels near the poles, none lost at the horizon
+    assert 0.3 * pano.lift.sum() < len(s) <= pano.lift.sum()
+    assert np.isfinite(s.means.numpy()).all()
+    # every splat sits on its surface: the ground plane or the band's cylinder
+    X = s.means.numpy() @ M[:3, :3].T
+    on_ground = np.abs(X[:, 1] + 1.6) < 1e-3
+    r = np.hypot(X[:, 0], X[:, 2])
+    col = np.clip(((np.arctan2(X[:, 0], -X[:, 2]) + np.pi) / (2 * np.pi) * 256).astype(int), 0, 255)
+    on_band = np.abs(r - pano.ring[col]) < 0.02 * pano.ring[col] + 0.05
+    assert np.all(on_ground | on_band)
+
+
+def test_same_seed_same_surround_other_seed_other():
+    img, z, labels, intr, g = ground_sky_scene()
+    M = world_from_camera(g.normal)
+    cfg = SurroundConfig(width=256, sky_width=128)
+    a = extend(img, z, labels, intr, g, M, cfg, sky_distance=SKY_D, seed=3)
+    b = extend(img, z, labels, intr, g, M, cfg, sky_distance=SKY_D, seed=3)
+    c = extend(img, z, labels, intr, g, M, cfg, sky_distance=SKY_D, seed=4)
+    assert np.array_equal(a.rgb, b.rgb) and np.array_equal(a.sky_rgb, b.sky_rgb)
+    assert not np.array_equal(a.rgb[a.lift], c.rgb[c.lift])
 
 
 def test_indoor_panorama_has_a_ceiling_and_no_sky():
@@ -100,15 +118,12 @@ def outdoor_world(tmp_path_factory):
 
 @pytest.mark.parametrize(
     "pose",
-    [
-        (0, 0, 0, 60, 0, 0),
-        (0, 0, 0, -60, 0, 0),
-        (0.5, 0, 0, 0, 0, 0),
-        (-0.5, 0, 0, 0, 0, 0),
-        (0, 0, 0, 0, -45, 0),
-    ],
+    [(0, 0, 0, yaw, 0, 0) for yaw in (45, -45, 90, -90, 135, -135, 180)]
+    + [(0, 0, 0, yaw, pitch, 0) for yaw in (0, 90, 180, -90) for pitch in (30, -30)]
+    + [(tx, 0, tz, yaw, 0, 0) for tx, tz in ((0, 2), (0, -2), (2, 0), (-2, 0)) for yaw in (0, 180)]
+    + [(0.5, 0, 0, 0, 0, 0), (0, 0, 0, 0, -45, 0)],
 )
-def test_no_void_when_looking_around(outdoor_world, pose):
+def test_no_void_all_around_and_on_walks(outdoor_world, pose):
     r = render_world(outdoor_world, Pose.from_cli(*pose))
     empty = float((r.alpha < 0.5).float().mean())
     assert empty == 0.0, empty

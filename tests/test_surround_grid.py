@@ -50,7 +50,6 @@ def test_the_measure_sees_a_grid_in_these_renders(sky_renders):
     assert peak.tiles >= 40 and peak.ratio > 2 * GRID_MAX, peak
 
 
-@pytest.mark.xfail(strict=False, reason="sky dome grid: being fixed in the surround rewrite")
 def test_no_grid_in_the_sky(sky_renders):
     peaks = {yaw: grid_peak_ratio(rgb, covered) for yaw, (rgb, covered) in sky_renders.items()}
     assert all(p.tiles >= 40 for p in peaks.values()), peaks

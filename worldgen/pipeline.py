@@ -283,7 +283,9 @@ def build(
                     fill=fill_backend,
                     seed=config.seed,
                 )
-                layers += surroundings_layers(pano, dcfg.sky_distance)
+                layers += surroundings_layers(
+                    pano, dcfg.sky_distance * config.surround.sky_radius_factor
+                )
             fill_facts = _jsonable(fill_facts)
             arrays, meta = _scene_to_arrays(layers, pano)
             cache.put("scene", skey, arrays, meta | {"fill_facts": fill_facts})
@@ -306,9 +308,19 @@ def build(
     refine_facts = {"iters": 0}
     if config.refine.iters > 0:
         with rep.stage("refine"):
-            splats, refine_facts = refine(
-                splats, _refine_views(rgb, intr, layers), config.refine, measure_after=False
+            # the surround's equirect layers lie outside every refine view (the sky dome only
+            # behind the photo's own sky): they are kept as synthesised, not refined
+            still = torch.from_numpy(
+                np.isin(
+                    splats.layers.numpy(),
+                    [k for k, L in enumerate(layers) if L.projection == "equirectangular"],
+                )
             )
+            refined, refine_facts = refine(
+                splats.index(~still), _refine_views(rgb, intr, layers), config.refine,
+                measure_after=False,
+            )  # fmt: skip
+            splats = Splats.cat([refined, splats.index(still)])
         rep.note(
             f"refine: {refine_facts['iters']} steps, loss {refine_facts['loss_first']:.4f} -> "
             f"{refine_facts['loss_last']:.4f}, {refine_facts['pruned']} splats pruned"

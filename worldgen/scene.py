@@ -199,7 +199,13 @@ def lift_layers(
                 lift(L.rgb, L.depth, L.intrinsics or intr, config.lift, alpha=L.alpha, layer_id=k)
             )
         elif L.kind == "sky":
-            parts.append(lift_sky(L.rgb, world_from_camera, config.depth.sky_distance, k))
+            radius = config.depth.sky_distance * config.surround.sky_radius_factor
+            parts.append(
+                lift_sky(
+                    L.rgb, world_from_camera, radius, k, config.surround.footprint_scale,
+                    seed=config.seed,
+                )  # fmt: skip
+            )
         else:
             assert pano is not None
             parts.append(lift_surround(pano, world_from_camera, config.surround, k))
