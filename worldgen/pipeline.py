@@ -321,6 +321,7 @@ def build(
                 measure_after=False,
             )  # fmt: skip
             splats = Splats.cat([refined, splats.index(still)])
+            refine_facts["splats"] = len(splats)
         rep.note(
             f"refine: {refine_facts['iters']} steps, loss {refine_facts['loss_first']:.4f} -> "
             f"{refine_facts['loss_last']:.4f}, {refine_facts['pruned']} splats pruned"
