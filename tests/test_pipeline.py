@@ -43,11 +43,14 @@ def test_bundle_is_complete_and_valid(plane):
     } <= names
     m = w.manifest
     assert m["splats"]["count"] == len(w.splats)
-    # one splat per pixel of the photo and of its outpainted frame, plus the surroundings
+    # one splat per pixel of the photo and of its outpainted frame (plus a few bridges where
+    # neighbouring discs of the oblique plane do not meet), plus the surroundings
     assert [x["name"] for x in m["layers"]] == ["background", "surroundings"]
     bg = w.layers[0]
     assert bg.intrinsics.width > 240 and bg.intrinsics.cx > sc.intr.cx  # extended canvas
-    assert m["layers"][0]["splat_count"] == int((bg.alpha > 0).sum()) >= 240 * 180
+    pixels = int((bg.alpha > 0).sum())
+    assert pixels >= 240 * 180
+    assert pixels <= m["layers"][0]["splat_count"] <= 1.02 * pixels
     assert sum(x["splat_count"] for x in m["layers"]) == len(w.splats)
     assert m["depth"]["backend"] == "file" and m["ground"]["scale_source"] == "user-depth-map"
     assert m["camera"]["intrinsics_source"] == "user"

@@ -6,6 +6,18 @@ pushed through the inverse projection onto the tangent plane (normal from the de
 the source camera every splat projects to an isotropic Gaussian of ``s`` pixels; seen from the
 side it is a thin disc. Splats are never stretched across depth edges: each is sized by its own
 pixel.
+
+**Bridges.** Where two 4-neighbouring pixels lie on one surface but their discs do not meet --
+a small depth step (below a depth edge: the layer split leaves it inside the layer) or a surface
+more oblique than ``max_normal_angle_deg`` -- a moved camera would look through the crack
+between them at whatever lies behind (on a mountain photo: the sky, in front of the grass). So
+the segment between the two centres is covered where neither disc covers it (the disc's
+half-opacity ellipsoid) by a row of flat splats (``bridge_splats``): a strip from one pixel to
+the other, as wide as the pixels, coloured from one end to the other -- what a triangle mesh
+over the pixels would draw there. Seen from the source camera the strip is edge-on (it lies
+along the rays between the two pixels), so the photo does not change. A pair whose relative
+disparity jump exceeds ``bridge_max_step`` is a depth edge and is never bridged: what it opens is
+another layer's content.
 """
 
 from __future__ import annotations
@@ -35,6 +47,12 @@ class LiftConfig:
     """Relative change of the disparity slope between neighbours that marks a depth edge."""
     colour_solve_iters: int = 8
     """Iterations of the linear solve that makes the source view reproduce the photo (0 = off)."""
+    bridge: bool = True
+    """Close the cracks between neighbouring pixels whose discs do not meet (a small depth step,
+    a very oblique surface) with strips of splats, so that a moved camera sees no gap there."""
+    bridge_max_step: float = 0.12
+    """Neighbours whose disparity differs by more than this fraction are a depth edge: never
+    bridged (the layer split's edge threshold)."""
 
 
 OPACITY = 0.99
@@ -212,7 +230,163 @@ def lift(
     Jv = (c / nr**2)[:, None] * (r_v[None] * nr[:, None] - ray * (n @ r_v)[:, None])
     sigma_px = config.footprint_scale * s
     opac = None if a is None else a[valid]
-    return make_discs(X, Ju * sigma_px, Jv * sigma_px, rgb[valid], opac, config.thickness, layer_id)
+    discs = make_discs(
+        X, Ju * sigma_px, Jv * sigma_px, rgb[valid], opac, config.thickness, layer_id
+    )
+    if not config.bridge or len(X) == 0:
+        return discs
+
+    def grid(values: np.ndarray, fill: float = np.nan) -> np.ndarray:
+        out = np.full(valid.shape + values.shape[1:], fill, np.float64)
+        out[valid] = values
+        return out
+
+    bridges = bridge_splats(
+        grid(X),
+        grid(Ju * sigma_px),
+        grid(Jv * sigma_px),
+        grid(rgb[valid].astype(np.float64)),
+        grid(np.full(len(X), OPACITY) if opac is None else opac, 0.0),
+        thickness=config.thickness,
+        max_step=config.bridge_max_step,
+        layer_id=layer_id,
+        focal=max(intr.fx, intr.fy) / s,
+    )
+    return Splats.cat([discs, bridges]) if len(bridges) else discs
+
+
+#: distance from a splat's centre, in standard deviations, at which an opaque splat's alpha
+#: falls to 0.5 (``OPACITY * exp(-k^2 / 2) = 0.5``)
+HALF_ALPHA_SIGMAS = math.sqrt(2.0 * math.log(2.0 * OPACITY))
+#: neighbours are bridged when their distance exceeds this multiple of the sum of their discs'
+#: reach towards each other (below it the two half-transparent rims still look closed)
+BRIDGE_GAP_RATIO = 1.5
+#: metres of sideways walk whose view of a crack decides whether it is bridged: a crack that
+#: would show less than a pixel from there (far away, seen nearly along its ray) is left open
+BRIDGE_WALK_M = 2.0
+
+
+def _reach(a: np.ndarray, b: np.ndarray, thin: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Distance along unit directions ``t`` [M, 3] from the centre of the discs with in-plane
+    axes ``a``, ``b`` [M, 3] and out-of-plane deviation ``thin`` [M] at which alpha falls to 0.5
+    (the half-opacity ellipsoid's radius in that direction)."""
+    n = np.cross(a, b)
+    m = n * (thin / np.maximum(np.linalg.norm(n, axis=-1), 1e-30))[:, None]
+    # Sigma = F F^T with F = [a b m]; |F^-1 t| by the rows of F^-1 (cross products / det)
+    det = np.sum(a * np.cross(b, m), axis=-1)
+    c = (
+        np.stack(
+            [
+                np.sum(np.cross(b, m) * t, axis=-1),
+                np.sum(np.cross(m, a) * t, axis=-1),
+                np.sum(n * t, axis=-1),
+            ],
+            axis=-1,
+        )
+        / np.where(det != 0, det, 1e-30)[:, None]
+    )
+    return HALF_ALPHA_SIGMAS / np.maximum(np.linalg.norm(c, axis=-1), 1e-30)
+
+
+def bridge_splats(
+    X: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    rgb: np.ndarray,
+    opacity: np.ndarray,
+    *,
+    thickness: float,
+    max_step: float,
+    layer_id: int,
+    focal: float,
+    max_per_pair: int = 64,
+) -> Splats:
+    """Strips of splats over the cracks between 4-neighbouring discs (see the module docstring).
+
+    X: [h, w, 3] disc centres (NaN = no disc); a, b: [h, w, 3] in-plane standard-deviation
+    vectors of each disc along the grid's columns and rows; rgb: [h, w, 3]; opacity: [h, w];
+    focal: the grid's focal length in pixels. A pair of neighbours is bridged unless it is a
+    depth edge (relative disparity jump > ``max_step``, or > ``2 max_step`` over one of the two
+    spans of three pixels that contain the pair: an edge blurred over two pixels), when the
+    distance between the centres exceeds ``BRIDGE_GAP_RATIO`` times what the two discs'
+    half-opacity ellipsoids reach of it, and when the crack would show at least a pixel from
+    ``BRIDGE_WALK_M`` to the side. The uncovered part of the segment (from half-way into one
+    disc's reach to half-way into the other's) gets ``ceil(length / (8 sigma))`` splats (at most
+    ``max_per_pair``), ``sigma`` the pair's mean deviation across the segment: that deviation
+    across, 0.6 of their spacing along, colour and opacity interpolated between the two pixels.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        disp = 1.0 / X[..., 2]
+    parts = []
+    for axis, along, across in ((1, a, b), (0, b, a)):
+        grids = [np.moveaxis(g, axis, 0) for g in (X, along, across, rgb, opacity, disp)]
+        part = _bridge_pairs(*grids, thickness, max_step, layer_id, max_per_pair, focal)
+        if part is not None:
+            parts.append(part)
+    if not parts:
+        return make_discs(
+            np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3)), None, 0.1, 0
+        )
+    return Splats.cat(parts)
+
+
+def _bridge_pairs(
+    X, along, across, rgb, opacity, disp, thickness, max_step, layer_id, max_per_pair, focal
+) -> Splats | None:
+    """``bridge_splats`` for the pairs (i, j...) - (i + 1, j...) along the first grid axis."""
+    n = X.shape[0]
+    if n < 2:
+        return None
+    with np.errstate(invalid="ignore"):
+        jump = np.abs(disp[1:] - disp[:-1]) / np.maximum(disp[1:], disp[:-1])
+        ok = np.isfinite(X[:-1, ..., 0]) & np.isfinite(X[1:, ..., 0]) & (jump <= max_step)
+        if n >= 3:  # the spans of three pixels that contain the pair (i-1..i+1, i..i+2)
+            j3 = np.abs(disp[2:] - disp[:-2]) / np.maximum(disp[2:], disp[:-2]) > 2 * max_step
+            ok[1:] &= ~j3
+            ok[:-1] &= ~j3
+    i0 = np.nonzero(ok)
+    i1 = (i0[0] + 1,) + i0[1:]
+    P0, P1 = X[i0], X[i1]
+    d = P1 - P0
+    L = np.linalg.norm(d, axis=-1)
+    t = d / np.maximum(L, 1e-30)[:, None]
+    a0, b0, a1, b1 = along[i0], across[i0], along[i1], across[i1]
+
+    def thin(u, v):
+        return thickness * np.minimum(np.linalg.norm(u, axis=-1), np.linalg.norm(v, axis=-1))
+
+    r0 = _reach(a0, b0, thin(a0, b0), t)
+    r1 = _reach(a1, b1, thin(a1, b1), t)
+    gap = L - r0 - r1
+    # a crack matters where a walk shows it: at least a pixel from BRIDGE_WALK_M to the side
+    z = 0.5 * (P0[:, 2] + P1[:, 2])
+    shown = gap * BRIDGE_WALK_M * focal >= np.maximum(z, 1e-9) ** 2
+    need = (L > 0) & (L > BRIDGE_GAP_RATIO * (r0 + r1)) & shown
+    if not need.any():
+        return None
+    P0, d, L, t, r0, r1 = P0[need], d[need], L[need], t[need], r0[need], r1[need]
+    # the strip starts and ends half-way into the discs' reach, so that it overlaps them
+    s0 = 0.5 * r0
+    seg = L - 0.5 * r1 - s0
+    cross = 0.5 * (b0[need] + b1[need])
+    cross -= np.sum(cross * t, -1, keepdims=True) * t  # across, perpendicular to the strip
+    sig = np.linalg.norm(cross, axis=-1)
+    count = np.clip(np.ceil(seg / np.maximum(8.0 * sig, 1e-12)), 1, max_per_pair).astype(int)
+    pair = np.repeat(np.arange(len(seg)), count)
+    k = np.arange(len(pair)) - np.repeat(np.cumsum(count) - count, count)
+    spacing = seg / count
+    frac = (s0[pair] + (k + 0.5) * spacing[pair]) / L[pair]
+    c0, c1 = rgb[i0][need][pair], rgb[i1][need][pair]
+    o0, o1 = opacity[i0][need][pair], opacity[i1][need][pair]
+    return make_discs(
+        P0[pair] + frac[:, None] * d[pair],
+        t[pair] * (0.6 * spacing[pair])[:, None],
+        cross[pair],
+        c0 + frac[:, None] * (c1 - c0),
+        np.minimum(o0, o1),
+        thickness,
+        layer_id,
+    )
 
 
 def make_discs(
