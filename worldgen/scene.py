@@ -17,6 +17,7 @@ from .camera import Intrinsics
 from .config import BuildConfig
 from .depth.base import SKY
 from .fill import GroundPlane
+from .fill.margin import blend_edge_colours, continue_labels, margin_depth
 from .ground import GroundFit
 from .layers import FILL_CONTEXT_PX, LayerSplit
 from .lift import lift
@@ -44,6 +45,11 @@ class BundleLayer:
     intrinsics: Intrinsics | None = None  # perspective layers: the layer's own canvas
 
 
+#: the margin's colour fades from the surface's colour at the frame's edge to the synthesised
+#: texture over this many canvas margins (``fill.margin.blend_edge_colours``)
+EDGE_BLEND = 2.0
+
+
 def _extend_depth(depth: np.ndarray, source: np.ndarray, where: np.ndarray) -> np.ndarray:
     """Copy the nearest ``source`` pixel's depth into ``where`` (silhouette ramps)."""
     if not where.any() or not source.any():
@@ -52,6 +58,23 @@ def _extend_depth(depth: np.ndarray, source: np.ndarray, where: np.ndarray) -> n
     out = depth.copy()
     out[where] = depth[iy[where], ix[where]]
     return out
+
+
+def _frame_edge_reach(nearer: np.ndarray, depth: np.ndarray, f_walk: float, z_far: float):
+    """[H, W] bool: the ``nearer`` pixels a sideways walk uncovers behind objects the frame
+    cuts: within ``ceil(f_walk * (1/z - 1/z_far)) + 2`` px of the frame's edge where a nearer
+    pixel touches it, ``z`` the depth of the nearest such edge pixel (``f_walk`` = focal length
+    in pixels times the walk radius in metres, as the split's parallax margins)."""
+    edge = np.zeros_like(nearer)
+    edge[0], edge[-1] = nearer[0], nearer[-1]
+    edge[:, 0] |= nearer[:, 0]
+    edge[:, -1] |= nearer[:, -1]
+    if not edge.any():
+        return edge
+    dist, (iy, ix) = ndimage.distance_transform_edt(~edge, return_indices=True)
+    z = depth[iy, ix].astype(np.float64)
+    margin = np.ceil(f_walk * np.maximum(0.0, 1.0 / z - 1.0 / z_far)) + 2
+    return nearer & (dist <= margin)
 
 
 def _pad(a: np.ndarray, m: int, value) -> np.ndarray:
@@ -70,20 +93,34 @@ def compose_layers(
     *,
     margin_px: int = 0,
     sky_distance: float = 200.0,
+    walk_radius: float = 1.0,
     seed: int = 0,
 ) -> tuple[list[BundleLayer], dict]:
     """Per layer of ``split``: its visible pixels, plus colour and depth synthesised (by
     ``fill``) where nearer layers hide it. The background layer's canvas is extended by
     ``margin_px`` on every side (outpainted: a sideways step sees past the photo's frame), which
-    shifts its principal point. Returns (perspective layers far to near, facts)."""
+    shifts its principal point; so is the sky's (where the sky continues beside the frame).
+    ``fill/margin.py`` says how the surfaces at the frame's edge are continued: never as a copy
+    of a nearer object touching the edge (the background behind it continues). Returns
+    (perspective layers far to near, facts)."""
     out: list[BundleLayer] = []
     facts: dict = {}
     plane = GroundPlane(np.asarray(ground.normal, float), float(ground.height))
     H, W = depth.shape
     if labels is None:  # a user depth map: use the labels the split derived from geometry
         labels = split.labels
-    for layer in split.layers:
-        m = margin_px if layer.kind in ("background", "scene") else 0
+    # the labels behind the nearer objects: those of the background and the sky, continued past
+    # the objects and beyond the frame (fill/margin.py); they say where the background goes on
+    # and where the sky does
+    base = next((L for L in split.layers if L.kind in ("background", "scene")), None)
+    behind = None
+    if labels is not None and base is not None:
+        behind = continue_labels(
+            _pad(labels, margin_px, 0), _pad(base.known | (labels == SKY), margin_px, False)
+        )
+    f_px = max(intr.fx, intr.fy)
+    for k, layer in enumerate(split.layers):
+        m = margin_px if layer.kind in ("background", "scene", "sky") else 0
         L_intr = intr.with_size(W + 2 * m, H + 2 * m) if m else intr
         vis = _pad(layer.known, m, False)
         hid = _pad(layer.hidden, m, False)
@@ -92,14 +129,50 @@ def compose_layers(
         lab = _pad(labels, m, 0) if labels is not None else None
         d0 = _pad(depth, m, np.nan)
         border = np.zeros(vis.shape, bool)
-        if m:
+        margin = None
+        cut = None  # the labels behind, on this layer's canvas
+        edge = np.zeros(vis.shape, bool)
+        if behind is not None:
+            o = margin_px - m
+            cut = behind[o : o + H + 2 * m, o : o + W + 2 * m]
+        if cut is not None and layer.kind in ("background", "sky"):
+            # what a step sideways sees behind a nearer object the frame cuts: the frame's edge
+            # is its silhouette there (the split found none), with the parallax margin of a walk
+            nearer = np.zeros((H, W), bool)
+            for L in split.layers[k + 1 :]:
+                nearer |= L.visible
+            zs = depth[layer.visible] if layer.kind != "sky" else np.array([sky_distance])
+            z_far = float(np.percentile(zs, 90)) if zs.size else sky_distance
+            edge = _pad(_frame_edge_reach(nearer, depth, f_px * walk_radius, z_far), m, False)
+            edge &= (cut == SKY) if layer.kind == "sky" else (cut != SKY)
+            hid |= edge
+        if m and layer.kind == "sky":
+            # the photo's sky goes on beside the frame where the labels behind say sky (filled
+            # below like the sky behind a silhouette)
+            if cut is not None:
+                border = ~_pad(np.ones((H, W), bool), m, False) & (cut == SKY)
+                lab = np.where(border | hid, SKY, lab).astype(lab.dtype)
+        elif m:
             border[:] = True
             border[m:-m, m:-m] = False
-            if labels is not None:
-                # continue the content beside the frame, not into the sky above it
-                yy, xx = np.nonzero(border)
-                near = labels[np.clip(yy - m, 0, H - 1), np.clip(xx - m, 0, W - 1)]
-                border[yy[near == SKY], xx[near == SKY]] = False
+            if cut is not None:
+                # the surfaces at the frame's edge go on beyond it (fill/margin.py), never as a
+                # copy of an object touching the edge; beside the frame and behind an object
+                # against the sky, the sky is the sky layer's
+                border &= cut != SKY
+                hid &= cut != SKY
+                margin = margin_depth(
+                    np.where(vis, d0, np.nan),
+                    cut,
+                    vis,
+                    (slice(m, m + H), slice(m, m + W)),
+                    border | edge,
+                    L_intr,
+                    plane,
+                    band_px=max(2 * m, 16),
+                    seed=seed,
+                )
+                lab = np.where(border | edge, margin[1], lab).astype(lab.dtype)
         todo = hid | border
         shown = _pad(layer.visible, m, False)
         ramp = (alpha_in > 0) & ~vis & ~todo
@@ -130,9 +203,14 @@ def compose_layers(
                 intrinsics=L_intr,
                 ground=plane,
                 seed=seed,
+                sources=vis,  # never the smeared stand-ins of what the layer does not show
+                hole_labels=None if cut is None else np.where(border | edge, lab, 255),
             )
             rgb[todo] = res.rgb[todo]
             d[todo] = res.depth[todo]
+            if margin is not None:
+                d[border | edge] = margin[0][border | edge]
+                rgb = blend_edge_colours(rgb, img, lab, vis, border, scale=EDGE_BLEND * m)
             facts[layer.name] = dict(res.info)
         elif todo.any() and vis.any():
             # sky behind a silhouette: the dome, coloured like the nearest visible sky

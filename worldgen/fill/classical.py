@@ -368,8 +368,10 @@ class ClassicalFill:
         **options,
     ) -> FillResult:
         """Options: ``colour`` "patch" (default) | "diffusion"; ``patch_size`` (7);
-        ``label_penalty`` (0.5, per patch pixel); ``max_search_targets`` (120000). Others are
-        ignored."""
+        ``label_penalty`` (0.5, per patch pixel); ``max_search_targets`` (120000);
+        ``sources`` ([H, W] bool: the known pixels patches may be copied from; default all);
+        ``hole_labels`` ([H, W] uint8: the labels the colours of the hole continue, where
+        given (< 255), instead of those inferred with the depth). Others are ignored."""
         t0 = time.perf_counter()
         image, mask, depth, labels = _validate(image, mask, depth, labels, intrinsics, ground)
         H, W = mask.shape
@@ -396,6 +398,19 @@ class ClassicalFill:
         info["hole_labels"] = {
             str(k): int(v) for k, v in zip(*np.unique(lab[mask], return_counts=True), strict=True)
         }
+        given = options.get("hole_labels")
+        if given is not None:
+            given = np.asarray(given)
+            if given.shape != (H, W):
+                raise InputError(f"hole_labels shape {given.shape} does not match {(H, W)}")
+            use = mask & (given < 255)
+            lab = lab.copy()
+            lab[use] = given[use]
+        sources = options.get("sources")
+        if sources is not None:
+            sources = np.asarray(sources, bool)
+            if sources.shape != (H, W):
+                raise InputError(f"sources shape {sources.shape} does not match {(H, W)}")
         timings["depth_s"] = time.perf_counter() - t
         t = time.perf_counter()
         img[mask] = 0.0
@@ -418,6 +433,7 @@ class ClassicalFill:
                 patch=int(options.get("patch_size", 7)),
                 label_penalty=float(options.get("label_penalty", 0.5)),
                 max_search_targets=int(options.get("max_search_targets", 120_000)),
+                sources=sources,
             )
             info["colour_method"] = "patchmatch" if pinfo["searched_levels"] else "diffusion"
             info["patchmatch"] = pinfo

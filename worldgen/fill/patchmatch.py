@@ -203,7 +203,14 @@ def warmup() -> None:
 class _Level:
     """One pyramid level: image (hole pixels = current estimate), hole, labels, targets, sources."""
 
-    def __init__(self, img: np.ndarray, hole: np.ndarray, lab: np.ndarray, r: int) -> None:
+    def __init__(
+        self,
+        img: np.ndarray,
+        hole: np.ndarray,
+        lab: np.ndarray,
+        r: int,
+        barred: np.ndarray | None = None,
+    ) -> None:
         self.img = np.ascontiguousarray(img, dtype=np.float32)
         self.hole = hole
         self.lab = np.ascontiguousarray(lab, dtype=np.int32)
@@ -218,8 +225,10 @@ class _Level:
         self.ty, self.tx = (a.astype(np.int64) for a in np.nonzero(tmask))
         self.tindex = np.full((H, W), -1, np.int64)
         self.tindex[self.ty, self.tx] = np.arange(self.ty.size)
-        # sources: interior centres whose whole patch is known
+        # sources: interior centres whose whole patch is known (and none of it barred)
         self.src_ok = interior & ~near
+        if barred is not None and barred.any():
+            self.src_ok &= ~_box_any(barred, r)
         sy, sx = np.nonzero(self.src_ok)
         sl = self.lab[sy, sx]
         order = np.argsort(sl, kind="stable")
@@ -260,18 +269,20 @@ def _box_any(mask: np.ndarray, r: int) -> np.ndarray:
     return maximum_filter(mask.astype(np.uint8), size=2 * r + 1, mode="constant") > 0
 
 
-def _downsample(img: np.ndarray, hole: np.ndarray, lab: np.ndarray):
+def _downsample(img: np.ndarray, hole: np.ndarray, lab: np.ndarray, barred: np.ndarray):
     H, W = hole.shape
     ph, pw = H % 2, W % 2
     if ph or pw:
         img = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="edge")
         hole = np.pad(hole, ((0, ph), (0, pw)), mode="edge")
         lab = np.pad(lab, ((0, ph), (0, pw)), mode="edge")
+        barred = np.pad(barred, ((0, ph), (0, pw)), mode="edge")
     h2, w2 = hole.shape[0] // 2, hole.shape[1] // 2
     img2 = img.reshape(h2, 2, w2, 2, 3).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
     hole2 = hole.reshape(h2, 2, w2, 2).any(axis=(1, 3))
     lab2 = lab[::2, ::2]
-    return img2, hole2, lab2
+    barred2 = barred.reshape(h2, 2, w2, 2).any(axis=(1, 3))
+    return img2, hole2, lab2, barred2
 
 
 def _weights(lv: _Level, penalty: float, npix: int) -> np.ndarray:
@@ -300,6 +311,7 @@ def complete(
     pm_iters: int = 2,
     finest: tuple[int, int] = (1, 1),
     search_window: int = 24,
+    sources: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Fill ``hole`` pixels of ``image`` [H, W, 3] from patches of the known pixels.
 
@@ -314,7 +326,9 @@ def complete(
     repeats), each with ``pm_iters`` PatchMatch sweeps; the full-resolution level runs
     ``finest`` = (EM, PatchMatch) iterations instead. Random search starts with the whole
     image at the coarsest level and ``search_window`` px (plus one draw among all sources of
-    the label) at the finer ones, whose NNF comes from the coarser level.
+    the label) at the finer ones, whose NNF comes from the coarser level. sources: [H, W] bool
+    or None: the known pixels a source patch may contain (default: all of them); the others
+    are context for the target patches only.
 
     Returns the completed image (float32; known pixels untouched) and facts.
     """
@@ -325,13 +339,14 @@ def complete(
     penalty = float(label_penalty) * (2 * r + 1) ** 2
     H, W = hole.shape
     n_down = max(0, int(np.floor(np.log2(max(H, W) / float(coarsest)))))
-    pyr = [(image.astype(np.float32), hole, labels.astype(np.int32))]
+    barred = np.zeros_like(hole) if sources is None else (~hole & ~sources)
+    pyr = [(image.astype(np.float32), hole, labels.astype(np.int32), barred)]
     for _ in range(n_down):
         nxt = _downsample(*pyr[-1])
         if min(nxt[1].shape) < 2 * patch:
             break
         pyr.append(nxt)
-    levels = [_Level(im, ho, la, r) for im, ho, la in pyr]
+    levels = [_Level(im, ho, la, r, ba) for im, ho, la, ba in pyr]
     # start where there are both targets and sources (a coarse level may have no known patch)
     start = len(levels) - 1
     while start > 0 and not levels[start].usable:
