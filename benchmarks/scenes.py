@@ -16,8 +16,10 @@ z-depth along that camera's optical axis.
     intr = Intrinsics.from_hfov(60, 384, 288)
     rgb, depth = render_scene("room_with_boxes", intr, Pose.from_cli(0.5, 0, 0))
 
-Scenes (``SCENES``): ``room_with_boxes``, ``outdoor_boxes``, ``corridor`` (the evaluation set,
-``EVAL_SCENES``) and ``textured_wall`` (one fronto-parallel wall at 3 m, for tests).
+Scenes (``SCENES``): ``room_with_boxes``, ``outdoor_boxes``, ``corridor``, ``object_at_edge`` (a
+crate cut by the frame's left side in front of open ground) and ``room_walls`` (a room whose walls,
+floor and ceiling leave the frame) -- the evaluation set, ``EVAL_SCENES`` -- and ``textured_wall``
+(one fronto-parallel wall at 3 m, for tests).
 """
 
 from __future__ import annotations
@@ -353,6 +355,57 @@ def _corridor() -> Scene:
     return Scene("corridor", prims, "2.4 m wide hallway, 25 m long, crates and cabinets")
 
 
+def _object_at_edge() -> Scene:
+    """A crate cut by the frame's left side (it ends 6 cm beyond it) in front of open ground."""
+    grass = Material(
+        (0.34, 0.47, 0.22),
+        (0.42, 0.54, 0.26),
+        checker=0.8,
+        noise=(0.6, 0.15),
+        fine_noise=(0.12, 0.08),
+        fade=25.0,
+        seed=41,
+    )
+    crate = Material((0.62, 0.36, 0.18), (0.85, 0.70, 0.45), stripes=(1, 0.2), seed=42)
+    stone = Material((0.58, 0.57, 0.55), (0.42, 0.41, 0.40), checker=0.35, seed=43)
+    brick = Material((0.64, 0.30, 0.22), (0.82, 0.76, 0.70), stripes=(1, 0.3), seed=44)
+    # the left frame edge at z = 2.5 is x = -2.5 tan 30° = -1.443
+    prims = (
+        Plane(1, FLOOR_Y, grass, "ground", max_radius=SKY_DISTANCE),
+        Sphere((0.0, 0.0, 0.0), SKY_DISTANCE, sky_texture, "sky", inside=True),
+        Box((-1.5, FLOOR_Y - 1.3, 2.5), (-0.4, FLOOR_Y, 3.4), crate, "crate"),
+        Box((1.2, FLOOR_Y - 2.5, 9.0), (2.2, FLOOR_Y, 10.0), stone, "pillar"),
+        Box((-6.0, FLOOR_Y - 2.0, 16.0), (-3.0, FLOOR_Y, 18.0), brick, "block"),
+    )
+    return Scene(
+        "object_at_edge", prims, "crate cut by the frame's left side, open ground, sky dome"
+    )
+
+
+def _room_walls() -> Scene:
+    """A room whose side walls, floor and ceiling all leave the frame (no object at the edges)."""
+    floor = Material(
+        (0.60, 0.46, 0.30), (0.42, 0.30, 0.18), checker=0.45, noise=(0.3, 0.1), seed=51
+    )
+    wall_l = Material((0.80, 0.72, 0.55), (0.55, 0.45, 0.35), stripes=(2, 0.5), seed=52)
+    wall_r = Material((0.55, 0.70, 0.78), (0.35, 0.45, 0.60), checker=0.35, seed=53)
+    wall_b = Material((0.82, 0.80, 0.74), (0.50, 0.55, 0.45), stripes=(0, 0.4), seed=54)
+    ceil = Material((0.90, 0.89, 0.86), (0.75, 0.74, 0.72), stripes=(2, 0.9), seed=55)
+    table = Material((0.30, 0.45, 0.35), (0.85, 0.85, 0.80), checker=0.2, seed=56)
+    prims = (
+        Plane(1, FLOOR_Y, floor, "floor"),
+        Plane(1, FLOOR_Y - 2.7, ceil, "ceiling"),
+        Plane(0, -2.0, wall_l, "wall_left"),
+        Plane(0, 2.0, wall_r, "wall_right"),
+        Plane(2, 6.0, wall_b, "wall_back"),
+        Plane(2, -2.0, wall_b, "wall_behind"),
+        Box((-0.5, FLOOR_Y - 0.8, 3.8), (0.6, FLOOR_Y, 4.6), table, "table"),
+    )
+    return Scene(
+        "room_walls", prims, "4 x 8 x 2.7 m room, walls, floor and ceiling leave the frame"
+    )
+
+
 def _textured_wall() -> Scene:
     wall = Material(
         (0.55, 0.50, 0.45),
@@ -370,10 +423,12 @@ _BUILDERS: dict[str, Callable[[], Scene]] = {
     "room_with_boxes": _room_with_boxes,
     "outdoor_boxes": _outdoor_boxes,
     "corridor": _corridor,
+    "object_at_edge": _object_at_edge,
+    "room_walls": _room_walls,
     "textured_wall": _textured_wall,
 }
 SCENES = tuple(_BUILDERS)
-EVAL_SCENES = ("room_with_boxes", "outdoor_boxes", "corridor")
+EVAL_SCENES = ("room_with_boxes", "outdoor_boxes", "corridor", "object_at_edge", "room_walls")
 _CACHE: dict[str, Scene] = {}
 
 

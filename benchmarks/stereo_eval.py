@@ -41,7 +41,13 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python benchmarks/stereo_eval.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-from benchmarks.scenes import EVAL_SCENES, render_scene  # noqa: E402
+from benchmarks.scenes import (  # noqa: E402
+    EVAL_SCENES,
+    cast_rays,
+    get_scene,
+    render_scene,
+    render_scene_hits,
+)
 from worldgen.camera import Intrinsics, Pose  # noqa: E402
 
 # Middlebury 2014 "Motorcycle" calibration (skimage.data.stereo_motorcycle)
@@ -55,6 +61,15 @@ SCENE_VIEWS: dict[str, Pose] = {
     "yaw +60°": Pose.from_cli(0, 0, 0, 60, 0, 0),
     "yaw -60°": Pose.from_cli(0, 0, 0, -60, 0, 0),
     "forward 0.5 m": Pose.from_cli(0, 0, 0.5),
+}
+#: the views just beyond the frame, where a small step or turn looks first (issue 14, item 6)
+EDGE_VIEWS: dict[str, Pose] = {
+    "sideways -0.2 m": Pose.from_cli(-0.2, 0, 0),
+    "sideways 0.2 m": Pose.from_cli(0.2, 0, 0),
+    "sideways -0.5 m": Pose.from_cli(-0.5, 0, 0),
+    "sideways 0.5 m": Pose.from_cli(0.5, 0, 0),
+    "yaw -30°": Pose.from_cli(0, 0, 0, -30, 0, 0),
+    "yaw +30°": Pose.from_cli(0, 0, 0, 30, 0, 0),
 }
 
 # ----------------------------------------------------------------------------- metrics
@@ -90,6 +105,34 @@ def image_metrics(pred: np.ndarray, gt: np.ndarray, empty: np.ndarray | None = N
         "empty": float(np.mean(empty)) if empty is not None else 0.0,
         # diagnostic, not a Conventions metric: PSNR over the non-empty pixels only
         "psnr_covered": psnr(pred[covered], gt[covered]) if covered.any() else math.nan,
+    }
+
+
+def unseen_mask(name: str, intr: Intrinsics, pose: Pose, source: Intrinsics | None = None):
+    """[H, W] bool: the pixels of scene ``name`` seen from (``intr``, ``pose``) whose surface
+    point the source camera (identity pose, ``source`` intrinsics, default ``intr``) does not
+    see: outside its frame, behind it, or hidden by a nearer surface (the ray from the source
+    centre to the point meets something else first)."""
+    src = source or intr
+    h = render_scene_hits(name, intr, pose)
+    P = h.points
+    z = P[:, 2]
+    zs = np.where(z > 1e-9, z, 1.0)
+    u = src.fx * P[:, 0] / zs + src.cx
+    v = src.fy * P[:, 1] / zs + src.cy
+    inside = (z > 1e-9) & (u >= -0.5) & (u < src.width - 0.5) & (v >= -0.5) & (v < src.height - 0.5)
+    seen = np.zeros(len(P), bool)
+    if inside.any():
+        back = cast_rays(get_scene(name), np.zeros(3), P[inside])  # t = 1 at the point itself
+        seen[inside] = back.t >= 1.0 - 1e-6
+    return ~seen.reshape(intr.height, intr.width)
+
+
+def unseen_metrics(pred: np.ndarray, gt: np.ndarray, unseen: np.ndarray) -> dict:
+    """PSNR over the pixels the source camera did not see, and their share of the view."""
+    return {
+        "unseen": float(unseen.mean()),
+        "psnr_unseen": psnr(pred[unseen], gt[unseen]) if unseen.any() else math.nan,
     }
 
 
@@ -422,10 +465,11 @@ def eval_scenes(
     for name in scenes:
         src_rgb, src_depth = render_scene(name, intr, Pose.identity())
         truth = {v: render_scene(name, intr, p)[0].astype(np.float64) for v, p in views.items()}
+        unseen = {v: unseen_mask(name, intr, p) for v, p in views.items()}
         for v, pose in views.items():
             t0 = time.perf_counter()
             pred, hit = forward_warp(src_rgb, src_depth, intr, pose, intr, fill="nearest")
-            m = image_metrics(pred, truth[v], ~hit)
+            m = image_metrics(pred, truth[v], ~hit) | unseen_metrics(pred, truth[v], unseen[v])
             rows.append(
                 {
                     "scene": name,
@@ -443,6 +487,7 @@ def eval_scenes(
             for v, pose in views.items():
                 rgb, alpha, rs = render(b.world, pose, intr)
                 m = image_metrics(rgb, truth[v], alpha < 0.5)
+                m |= unseen_metrics(rgb, truth[v], unseen[v])
                 rows.append(
                     {
                         "scene": name,
@@ -495,9 +540,19 @@ def motorcycle_table(res: dict) -> str:
 def scenes_table(rows: list[dict]) -> str:
     lines = [
         _fmt_row(
-            ["scene", "view", "method", "PSNR dB", "SSIM", "empty %", "PSNR non-empty", "seconds"]
+            [
+                "scene",
+                "view",
+                "method",
+                "PSNR dB",
+                "SSIM",
+                "empty %",
+                "PSNR non-empty",
+                "PSNR unseen",
+                "seconds",
+            ]
         ),
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
@@ -510,11 +565,53 @@ def scenes_table(rows: list[dict]) -> str:
                     f"{r['ssim']:.3f}",
                     f"{100 * r['empty']:.1f}",
                     _db(r["psnr_covered"]),
+                    _db(r.get("psnr_unseen", math.nan)),
                     f"{r['seconds']:.2f}",
                 ]
             )
         )
     return "\n".join(lines)
+
+
+WARP = "forward warp + nearest fill"
+
+
+def edge_table(rows: list[dict], method: str = "worldgen layered") -> tuple[str, bool]:
+    """The views beyond the frame (``EDGE_VIEWS``): PSNR of ``method`` and of the warp over the
+    whole view and over the pixels the source camera did not see; and whether ``method`` beats
+    the warp on both everywhere."""
+    by = {(r["scene"], r["view"], r["method"]): r for r in rows}
+    lines = [
+        _fmt_row(
+            ["scene", "view", "unseen %", "warp PSNR", method, "warp PSNR unseen", "unseen", ""]
+        ),
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    all_beat = True
+    for scene in dict.fromkeys(r["scene"] for r in rows):
+        for view in EDGE_VIEWS:
+            w, m = by.get((scene, view, WARP)), by.get((scene, view, method))
+            if w is None or m is None:
+                continue
+            beat = m["psnr"] > w["psnr"] and (
+                not (w["unseen"] > 0) or m["psnr_unseen"] > w["psnr_unseen"]
+            )
+            all_beat &= beat
+            lines.append(
+                _fmt_row(
+                    [
+                        scene,
+                        view,
+                        f"{100 * w['unseen']:.1f}",
+                        _db(w["psnr"]),
+                        _db(m["psnr"]),
+                        _db(w["psnr_unseen"]),
+                        _db(m["psnr_unseen"]),
+                        "beats" if beat else "**loses**",
+                    ]
+                )
+            )
+    return "\n".join(lines), all_beat
 
 
 def build_times(rows: list[dict]) -> str:
@@ -560,6 +657,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenes", nargs="*", default=list(EVAL_SCENES))
     ap.add_argument("--no-motorcycle", action="store_true")
     ap.add_argument("--no-scenes", action="store_true")
+    ap.add_argument(
+        "--layered-only", action="store_true", help="build only the layered worldgen variant"
+    )
     a = ap.parse_args(argv)
     size = a.scene_size or ((192, 144) if a.quick else (384, 288))
 
@@ -569,6 +669,8 @@ def main(argv: list[str] | None = None) -> int:
     variants = layer_variants(a.preset)
     if len(variants) == 1:
         log("BuildConfig has no layers.enabled: the default (single-layer) build is the only one")
+    if a.layered_only:
+        variants = [v for v in variants if v[0] == "worldgen layered"] or variants[-1:]
     cmd = "python benchmarks/stereo_eval.py " + " ".join(argv if argv is not None else sys.argv[1:])
     result: dict = {
         "command": cmd.strip(),
@@ -595,11 +697,22 @@ def main(argv: list[str] | None = None) -> int:
             print()
         if not a.no_scenes:
             rows = eval_scenes(
-                variants, tmp / "scenes", scenes=a.scenes, size=size, preset=a.preset, log=log
+                variants,
+                tmp / "scenes",
+                scenes=a.scenes,
+                size=size,
+                views=SCENE_VIEWS | EDGE_VIEWS,
+                preset=a.preset,
+                log=log,
             )
             result["scenes"] = {"size": list(size), "hfov_deg": 60.0, "rows": rows}
             print(f"## Procedural scenes ({size[0]}x{size[1]}, 60° hfov), exact novel views\n")
             print(scenes_table(rows))
+            label = variants[-1][0] if len(variants) == 1 else "worldgen layered"
+            edges, beat = edge_table(rows, label)
+            result["scenes"]["edge_views_beat_warp"] = beat
+            print(f"\n### Just beyond the frame: {label} vs the warp (PSNR dB)\n")
+            print(edges)
             print("\nBuild times (source view with its exact depth):\n")
             print(build_times(rows))
             print()

@@ -28,7 +28,7 @@ def _unproject(depth: np.ndarray, intr: Intrinsics, pose: Pose) -> np.ndarray:
 
 
 @pytest.mark.parametrize("pose", POSES, ids=["source", "moved", "moved2"])
-@pytest.mark.parametrize("name", ["room_with_boxes", "outdoor_boxes", "corridor"])
+@pytest.mark.parametrize("name", sc.EVAL_SCENES)
 def test_depth_unprojects_onto_the_intended_surface(name, pose):
     intr = Intrinsics.from_hfov(60, 80, 60)
     rgb, depth = sc.render_scene(name, intr, pose)
@@ -56,7 +56,8 @@ def test_depth_unprojects_onto_the_intended_surface(name, pose):
         assert err.max() < 1e-5, (prim.name, float(err.max()))
         checked += m.sum()
     assert checked == ids.size
-    floor = ids == sc.primitive_index(name, "ground" if name == "outdoor_boxes" else "floor")
+    names = [p.name for p in scene.primitives]
+    floor = ids == sc.primitive_index(name, "ground" if "ground" in names else "floor")
     assert floor.any() or pose is not POSES[0]
     if floor.any():
         assert np.abs(P[floor][:, 1] - 1.6).max() < 1e-5
@@ -77,7 +78,7 @@ def test_floor_at_camera_height_and_sky_far():
     assert up.mean() > 0.9
 
 
-@pytest.mark.parametrize("name", ["room_with_boxes", "outdoor_boxes", "corridor"])
+@pytest.mark.parametrize("name", sc.EVAL_SCENES)
 def test_texture_is_glued_to_the_surface(name):
     """The colour of a 3-D point is the same from another camera that sees it."""
     intr = Intrinsics.from_hfov(60, 64, 48)
@@ -150,6 +151,36 @@ def test_forward_warp_reproduces_an_exact_view_of_a_fronto_parallel_plane():
     truth, _ = sc.render_scene("textured_wall", intr, pose)
     pred, _ = se.forward_warp(src, depth, intr, pose, intr)
     assert se.psnr(pred, truth) > 30.0
+
+
+def test_unseen_pixels_are_those_the_source_camera_does_not_see():
+    intr = Intrinsics.from_hfov(60, 96, 72)
+    assert not se.unseen_mask("textured_wall", intr, Pose.identity()).any()
+    # a sideways step of exactly 3 px at the wall: the 3 new columns on the right
+    pose = Pose.from_cli(3 * 3.0 / intr.fx, 0, 0)
+    un = se.unseen_mask("textured_wall", intr, pose)
+    assert un[:, -3:].all() and not un[:, :-4].any()
+    # beyond the frame and behind the boxes: the crate hides the ground behind it
+    un = se.unseen_mask("object_at_edge", intr, Pose.from_cli(0.5, 0, 0))
+    ids = sc.render_scene_hits("object_at_edge", intr, Pose.from_cli(0.5, 0, 0)).ids
+    ground = (ids == sc.primitive_index("object_at_edge", "ground")).reshape(un.shape)
+    assert un[ground].any() and not un[~ground & (np.arange(96) > 48)[None, :]].all()
+    m = se.unseen_metrics(np.zeros((72, 96, 3)), np.zeros((72, 96, 3)), un)
+    assert m["unseen"] == pytest.approx(un.mean()) and m["psnr_unseen"] == math.inf
+
+
+def test_edge_table_says_who_beats_whom():
+    def row(method, view, psnr, unseen):
+        return {"scene": "s", "view": view, "method": method, "psnr": psnr,
+                "psnr_unseen": unseen, "unseen": 0.1}  # fmt: skip
+
+    rows = [row(se.WARP, v, 20.0, 15.0) for v in se.EDGE_VIEWS]
+    rows += [row("worldgen layered", v, 21.0, 16.0) for v in se.EDGE_VIEWS]
+    table, beat = se.edge_table(rows)
+    assert beat and table.count("beats") == len(se.EDGE_VIEWS)
+    rows[-1]["psnr_unseen"] = 14.0
+    table, beat = se.edge_table(rows)
+    assert not beat and "**loses**" in table
 
 
 def test_forward_warp_z_buffer_keeps_the_nearest_surface():
