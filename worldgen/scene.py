@@ -8,6 +8,7 @@ single-layer skeleton: one "scene" layer, the photo's depth surface.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -273,14 +274,22 @@ def lift_layers(
     parts = []
     for k, L in enumerate(layers):
         if L.projection == "perspective":
+            lcfg = config.lift
+            if L.kind == "sky":  # the photo's sky, seen magnified, must not show its lattice
+                fs = max(lcfg.footprint_scale, config.surround.footprint_scale)
+                lcfg = dataclasses.replace(lcfg, footprint_scale=fs)
             parts.append(
-                lift(L.rgb, L.depth, L.intrinsics or intr, config.lift, alpha=L.alpha, layer_id=k)
+                lift(L.rgb, L.depth, L.intrinsics or intr, lcfg, alpha=L.alpha, layer_id=k)
             )
         elif L.kind == "sky":
             radius = config.depth.sky_distance * config.surround.sky_radius_factor
             parts.append(
                 lift_sky(
-                    L.rgb, world_from_camera, radius, k, config.surround.footprint_scale,
+                    L.rgb,
+                    world_from_camera,
+                    radius,
+                    k,
+                    config.surround.footprint_scale,
                     seed=config.seed,
                 )  # fmt: skip
             )
