@@ -48,7 +48,7 @@ class BundleLayer:
 
 #: the margin's colour fades from the surface's colour at the frame's edge to the synthesised
 #: texture over this many canvas margins (``fill.margin.blend_edge_colours``)
-EDGE_BLEND = 2.0
+EDGE_BLEND = 3.0
 
 
 def _extend_depth(depth: np.ndarray, source: np.ndarray, where: np.ndarray) -> np.ndarray:
