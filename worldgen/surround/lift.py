@@ -84,10 +84,9 @@ def lift_surround(
     P = d * dist[:, None]
     dlon, dlat = 2 * math.pi / Wp * k, math.pi / Hp
     # the footprint: the ray's angular steps east/north, carried to the surface's plane
-    normal = np.where(
-        (lab == GROUND)[:, None], [0.0, 1.0, 0.0],
-        np.where((lab == CEILING)[:, None], [0.0, -1.0, 0.0], -np.stack([np.sin(lon), 0 * lon, -np.cos(lon)], -1)),
-    )  # fmt: skip
+    inward = -np.stack([np.sin(lon), 0 * lon, -np.cos(lon)], -1)  # the band faces the spawn
+    normal = np.where((lab == CEILING)[:, None], [0.0, -1.0, 0.0], inward)
+    normal = np.where((lab == GROUND)[:, None], [0.0, 1.0, 0.0], normal)
 
     def onto_plane(v):  # a ray-perpendicular step v, moved along the ray onto the plane
         dn = np.sum(d * normal, -1)
