@@ -167,6 +167,53 @@ def align_inverse_depth(
     return float(s), float(t), rel
 
 
+def run_inpaint(
+    L: LoadedInpaint,
+    image: np.ndarray,  # [h, w, 3] float in [0, 1]
+    mask: np.ndarray,  # [h, w] bool, True = generate
+    prompt: str | None,
+    negative: str | None,
+    steps: int,
+    guidance: float,
+    seed: int,
+) -> np.ndarray:
+    """One diffusers inpainting call at the model's native square resolution; returns the
+    result [h, w, 3] float32 resized back to the input's size."""
+    import torch
+    from PIL import Image
+
+    h, w = mask.shape
+    n = L.native
+    img = Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8))
+    if (w, h) != (n, n):
+        img = img.resize((n, n), Image.LANCZOS)
+    mk = Image.fromarray(mask.astype(np.uint8) * 255).resize((n, n), Image.NEAREST)
+    gen = torch.Generator("cpu").manual_seed(int(seed))
+    try:
+        out = L.pipe(
+            prompt=prompt or "",
+            negative_prompt=negative or None,
+            image=img,
+            mask_image=mk,
+            height=n,
+            width=n,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            strength=1.0,
+            generator=gen,
+            output_type="np",
+        ).images[0]
+    except Exception as e:
+        if hf.is_oom(e):
+            raise hf.oom_error(L.ref, L.device) from None
+        raise
+    out = np.clip(np.asarray(out, np.float32), 0, 1)
+    if out.shape[:2] != (h, w):
+        im = Image.fromarray((out * 255 + 0.5).astype(np.uint8)).resize((w, h), Image.LANCZOS)
+        out = np.asarray(im, np.float32) / 255.0
+    return out
+
+
 class DiffusionFill:
     """Stable Diffusion inpainting as a fill backend (see the module docstring)."""
 
@@ -220,35 +267,12 @@ class DiffusionFill:
         return self._loaded
 
     def _inpaint_crop(self, crop, hole, seed: int) -> np.ndarray:
-        import torch
-        from PIL import Image
-
-        L = self.load()
-        side = crop.shape[0]
-        n = L.native
-        model_mask = ndimage.binary_dilation(hole, iterations=max(1, side // 64))
-        img = Image.fromarray((_resize(crop, n) * 255 + 0.5).astype(np.uint8))
-        mk = Image.fromarray(model_mask.astype(np.uint8) * 255).resize((n, n), Image.NEAREST)
-        gen = torch.Generator("cpu").manual_seed(int(seed))
-        try:
-            out = L.pipe(
-                prompt=self.prompt,
-                negative_prompt=self.negative_prompt or None,
-                image=img,
-                mask_image=mk,
-                height=n,
-                width=n,
-                num_inference_steps=self.steps,
-                guidance_scale=self.guidance,
-                strength=1.0,
-                generator=gen,
-                output_type="np",
-            ).images[0]
-        except Exception as e:
-            if hf.is_oom(e):
-                raise hf.oom_error(L.ref, L.device) from None
-            raise
-        return _resize(np.asarray(out, np.float32), side)
+        model_mask = ndimage.binary_dilation(hole, iterations=max(1, crop.shape[0] // 64))
+        out = run_inpaint(
+            self.load(), crop, model_mask, self.prompt, self.negative_prompt, self.steps,
+            self.guidance, seed,
+        )  # fmt: skip
+        return out  # [side, side, 3]
 
     def fill(
         self,

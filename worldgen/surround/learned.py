@@ -771,7 +771,7 @@ def from_pipelines(
     loaded), or None (the loop then keeps the prefill's distance). The keyword arguments
     override the fill's settings; an empty prompt in the loop means the fill's prompt."""
     from ..fill.base import FillConfig
-    from ..fill.diffusion import DEFAULT_NEGATIVE, DiffusionFill
+    from ..fill.diffusion import DEFAULT_NEGATIVE, DiffusionFill, run_inpaint
 
     defaults = FillConfig()
     default_prompt = ""
@@ -793,7 +793,7 @@ def from_pipelines(
 
     def inpaint(image: np.ndarray, mask: np.ndarray, prompt: str, seed: int) -> np.ndarray:
         p = prompt or default_prompt
-        return _run_inpaint(load(), image, mask, p, neg, int(steps), float(guidance), seed)
+        return run_inpaint(load(), image, mask, p, neg, int(steps), float(guidance), seed)
 
     estimate = None
     if depth_model is not None:
@@ -808,43 +808,3 @@ def from_pipelines(
             return 1.0 / np.maximum(pred, 1e-6)
 
     return inpaint, estimate
-
-
-def _run_inpaint(L, image, mask, prompt, negative, steps, guidance, seed) -> np.ndarray:
-    """One diffusers inpainting call at the model's native resolution (as
-    ``DiffusionFill._inpaint_crop``, with the prompt given and no extra mask growth)."""
-    import torch
-    from PIL import Image
-
-    from .. import hf
-
-    h, w = mask.shape
-    n = L.native
-    img = Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8))
-    if (w, h) != (n, n):
-        img = img.resize((n, n), Image.LANCZOS)
-    mk = Image.fromarray(mask.astype(np.uint8) * 255).resize((n, n), Image.NEAREST)
-    gen = torch.Generator("cpu").manual_seed(int(seed))
-    try:
-        out = L.pipe(
-            prompt=prompt,
-            negative_prompt=negative or None,
-            image=img,
-            mask_image=mk,
-            height=n,
-            width=n,
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            strength=1.0,
-            generator=gen,
-            output_type="np",
-        ).images[0]
-    except Exception as e:
-        if hf.is_oom(e):
-            raise hf.oom_error(L.ref, L.device) from None
-        raise
-    out = np.clip(np.asarray(out, np.float32), 0, 1)
-    if out.shape[:2] != (h, w):
-        im = Image.fromarray((out * 255 + 0.5).astype(np.uint8)).resize((w, h), Image.LANCZOS)
-        out = np.asarray(im, np.float32) / 255.0
-    return out

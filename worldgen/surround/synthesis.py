@@ -10,7 +10,7 @@
 * ``screened_correction``: the gradient-domain (Poisson) seam fix: the mismatch between the
   photo and the synthesised content on the photo's boundary, spread into the synthesised region
   by a screened Laplace equation (decays over ``decay_px``), periodic in x when asked.
-* ``smoothstep`` and a small separable ``blur_wrapped``.
+* ``smoothstep``; ``quilt_ring``: image quilting along an x-periodic strip (the band).
 
 Shapes: images are [H, W, C] float32 (C = 3 colours unless said), masks [H, W] bool.
 """
@@ -69,15 +69,6 @@ def random_phase_texture(
         np.fft.ifft2(np.fft.fft2(spot, axes=(0, 1)) * np.fft.fft2(noise)[..., None], axes=(0, 1))
     )
     return (out + mean).astype(np.float32)
-
-
-def blur_wrapped(img: np.ndarray, sigma_x: float, sigma_y: float) -> np.ndarray:
-    """Gaussian blur [H, W] or [H, W, C]: wraps in x (longitude), reflects in y."""
-    s = (sigma_y, sigma_x) + ((0,) if img.ndim == 3 else ())
-    a = ndimage.gaussian_filter(
-        img, s, mode=("reflect", "wrap") + (("nearest",) if img.ndim == 3 else ())
-    )
-    return a.astype(img.dtype, copy=False)
 
 
 def screened_correction(
