@@ -108,6 +108,7 @@ _BUILTINS = (
     "skybox",
     "godot",
     "unity",
+    "web",
 )
 _loaded = False
 

@@ -7,6 +7,9 @@
 #     dependency pulls a multi-GB CUDA build), then worldgen in editable mode with [dev,viewer]
 #   - with --test: the third-party validators from npm (splat-transform, glTF validator) and
 #     Debian (godot3-server, mono-mcs; with sudo when not root)
+#   - the web viewer (exporters/web): its pinned npm packages (exporters/web/package-lock.json)
+#     bundled by esbuild into exporters/web/assets/viewer.js (Node.js/npm from apt); with --test
+#     also Debian's chromium (the browser tests, driven by playwright through executable_path)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -91,6 +94,25 @@ from renderer.sort import warm_up; warm_up()'
   touch "$stamp"
 fi
 
+# --- the web viewer bundle (exporters/web; `worldgen export --to web` ships it) ---------------
+web=exporters/web
+if [ ! -f $web/assets/viewer.js ] || [ -n "$(find $web/src $web/build.mjs $web/package-lock.json \
+    -newer $web/assets/viewer.js 2>/dev/null | head -1)" ]; then
+  if ! { command -v node >/dev/null && command -v npm >/dev/null; }; then
+    apt_install nodejs npm || true
+  fi
+  if command -v node >/dev/null && node -e 'process.exit(parseInt(process.versions.node, 10) >= 18 ? 0 : 1)' &&
+      command -v npm >/dev/null; then
+    say "building the web viewer (npm ci + esbuild in $web)"
+    (cd $web && npm ci --no-audit --no-fund --loglevel=error >/dev/null && node build.mjs >/dev/null)
+  else
+    say "no Node.js >= 18 / npm: the web viewer is not built (\`worldgen export --to web\` needs it)"
+    if [ "$want_test_tools" = 1 ]; then
+      echo "setup.sh: the web tests need Node.js >= 18 and npm" >&2; exit 1
+    fi
+  fi
+fi
+
 # --- test tools (npm) -------------------------------------------------------------------------
 if [ "$want_test_tools" = 1 ]; then
   node_ok() { command -v node >/dev/null && node -e 'process.exit(parseInt(process.versions.node, 10) >= 20 ? 0 : 1)'; }
@@ -120,5 +142,7 @@ if [ "$want_test_tools" = 1 ]; then
   }
   apt_tool godot3-server godot3-server
   apt_tool mcs mono-mcs
+  # the web viewer's browser tests: Debian's chromium (ANGLE + SwiftShader: WebGL2 without a GPU)
+  apt_tool chromium chromium
 fi
 say "ready"

@@ -231,6 +231,23 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--force", action="store_true", help="replace an existing output")
     e.add_argument("--quiet", action="store_true")
     e.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+
+    sv = sub.add_parser(
+        "serve",
+        help="serve a web export (or a world, exported first) read-only on 127.0.0.1",
+        description="Serves SITE (a folder with index.html from `export --to web`) or WORLD "
+        "(exported to a temporary site) until Ctrl-C. Only files inside the folder are served.",
+    )
+    sv.add_argument("target", metavar="WORLD|SITE")
+    sv.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: any free)")
+    sv.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0: LAN)"
+    )
+    sv.add_argument(
+        "--https", action="store_true", help="TLS, self-signed certificate (WebXR on a headset)"
+    )
+    sv.add_argument("--quiet", action="store_true", help="no request log")
+    sv.add_argument("--json", action="store_true", help="print the URLs as JSON on stdout")
     return p
 
 
@@ -557,6 +574,24 @@ def _cmd_view(a) -> int:
     return 0
 
 
+def _cmd_serve(a) -> int:
+    from .serve import ServeOptions, serve
+
+    opts = ServeOptions(host=a.host, port=a.port, https=a.https, quiet=a.quiet)
+
+    def ready(urls: list[str]) -> None:
+        if a.json:
+            print(json.dumps({"urls": urls}), flush=True)
+        else:
+            lan = " (LAN: " + ", ".join(urls[1:]) + ")" if len(urls) > 1 else ""
+            print(f"serving {a.target} at {urls[0]}{lan}; Ctrl-C stops", flush=True)
+
+    serve(a.target, opts, ready=ready)
+    if not (a.quiet or a.json):
+        print("stopped")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = make_parser()
@@ -578,6 +613,7 @@ def main(argv: list[str] | None = None) -> int:
         "render": _cmd_render,
         "view": _cmd_view,
         "export": _cmd_export,
+        "serve": _cmd_serve,
     }
     try:
         return handlers[args.command](args)
