@@ -99,14 +99,8 @@ def _positive(text: str) -> float:
     return v
 
 
-def make_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="worldgen", description="Turn one photo into an explorable 3D world.")
-    p.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
-    b = sub.add_parser("build", help="build a world bundle from a photo")
-    b.add_argument("image", help="photo (JPEG, PNG, WebP, TIFF)")
-    b.add_argument("-o", "--output", help="output world folder (default: ./<image stem>.world)")
+def _add_build_options(b: argparse.ArgumentParser) -> None:
+    """The options that shape a build (``build`` and ``batch`` share them)."""
     b.add_argument("--preset", default="default", help="fast | default | quality | FILE.yaml")
     b.add_argument(
         "--depth", default=None, help="depth backend: auto | popup | file | depth-anything-v2 | "
@@ -128,9 +122,93 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--camera-height", type=_positive, help="camera height in metres (1.6)")
     b.add_argument("--seed", type=int, help="random seed (default 0)")
     b.add_argument("--no-cache", action="store_true", help="ignore and don't write the cache")
+
+
+def _nonnegative(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (v >= 0 and _finite(v)):
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive number, got {text!r}")
+    return v
+
+
+def _whole(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text!r}")
+    return v
+
+
+_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
+
+
+def _bytes(text: str) -> int:
+    m = re.fullmatch(r"\s*([\d.]+)\s*([a-zA-Z]*)\s*", text)
+    unit = m.group(2).lower() if m else ""
+    if not m or unit not in _UNITS or not _finite(float(m.group(1) or "nan")):
+        raise argparse.ArgumentTypeError(f"expected a size like 2GiB or 1500MB, got {text!r}")
+    v = int(float(m.group(1)) * _UNITS[unit])
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive size, got {text!r}")
+    return v
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="worldgen", description="Turn one photo into an explorable 3D world.")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    b = sub.add_parser("build", help="build a world bundle from a photo")
+    b.add_argument("image", help="photo (JPEG, PNG, WebP, TIFF)")
+    b.add_argument("-o", "--output", help="output world folder (default: ./<image stem>.world)")
+    _add_build_options(b)
     b.add_argument("--force", action="store_true", help="replace an existing world")
     b.add_argument("--quiet", action="store_true", help="no progress output")
     b.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+
+    ba = sub.add_parser(
+        "batch",
+        help="build one world per photo for many photos, on Ray (local, or a cluster)",
+        description="Photos, folders (recursive) or CSV lists (a 'path' column, optional "
+        "focal_px, depth_map, prompt, seed) -> OUTDIR/<relative path>.world. Complete worlds "
+        "are skipped, so re-running finishes what is missing; OUTDIR/batch.json records every "
+        "item. Needs the [batch] extra (Ray).",
+    )
+    ba.add_argument("inputs", nargs="+", metavar="INPUT", help="photo, folder or list.csv")
+    ba.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
+    _add_build_options(ba)
+    ba.add_argument(
+        "--address",
+        default="local",
+        help="local (a fresh embedded Ray instance, default) | auto | HOST:PORT | "
+        "ray://HOST:PORT (a cluster: inputs and OUTDIR on storage every node sees)",
+    )
+    ba.add_argument("--cpus-per-task", type=_positive, default=1.0, help="CPUs per item (1)")
+    ba.add_argument("--gpus-per-task", type=_nonnegative, default=0.0, help="GPUs per item (0)")
+    ba.add_argument(
+        "--memory-per-task",
+        type=_bytes,
+        help="memory per item, e.g. 3GiB (default: the preset's measured peak)",
+    )
+    ba.add_argument("--max-in-flight", type=_count, help="items submitted at once")
+    ba.add_argument(
+        "--retries", type=_whole, default=1, help="re-runs of an item whose worker died (1)"
+    )
+    ba.add_argument(
+        "--actors",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run items in model-holding actors (default: with GPUs or a learned backend)",
+    )
+    ba.add_argument("--force", action="store_true", help="rebuild stale worlds")
+    ba.add_argument("--quiet", action="store_true", help="no progress output")
+    ba.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
 
     i = sub.add_parser("info", help="print a world's manifest")
     i.add_argument("world")
@@ -251,10 +329,9 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _cmd_build(a) -> int:
+def _build_config(a):
+    """The BuildConfig of a build's options (``_add_build_options``)."""
     from .config import load_preset
-    from .pipeline import STAGES, build
-    from .progress import Reporter, RichReporter
 
     cfg = load_preset(a.preset)
     over: dict = {}
@@ -282,6 +359,14 @@ def _cmd_build(a) -> int:
         over["seed"] = a.seed
     if over:
         cfg = cfg.replace(**over)
+    return cfg
+
+
+def _cmd_build(a) -> int:
+    from .pipeline import STAGES, build
+    from .progress import Reporter, RichReporter
+
+    cfg = _build_config(a)
     quiet = a.quiet or a.json
     rep = Reporter() if quiet else RichReporter(total=len(STAGES), title=f"building {a.image}")
     try:
@@ -293,6 +378,47 @@ def _cmd_build(a) -> int:
     elif not a.quiet:
         total = sum(res.timings.values())
         print(f"wrote {res.path} ({res.splat_count:,} splats) in {total:.1f} s")
+    return 0
+
+
+def _cmd_batch(a) -> int:
+    from .batch import BatchOptions, discover, run_batch
+    from .batch.report import BatchProgress
+    from .errors import BatchFailed
+
+    cfg = _build_config(a)
+    items = discover(a.inputs, Path(a.output))
+    opts = BatchOptions(
+        address=a.address,
+        cpus_per_task=a.cpus_per_task,
+        gpus_per_task=a.gpus_per_task,
+        memory_per_task=a.memory_per_task,
+        max_in_flight=a.max_in_flight,
+        retries=a.retries,
+        force=a.force,
+        use_cache=not a.no_cache,
+        actors=a.actors,
+    )
+    bar = None if (a.quiet or a.json) else BatchProgress(len(items), f"batch -> {a.output}")
+    try:
+        res = run_batch(items, cfg, Path(a.output), opts, on_update=bar and bar.update)
+    finally:
+        if bar:
+            bar.close()
+    c = res.counts
+    if a.json:
+        summary = {"output": str(Path(a.output).absolute() / "batch.json"), "counts": c,
+                   "seconds": round(res.seconds, 3), "ray": res.ray,
+                   "failed": [r for r in res.records if r["status"] == "failed"]}  # fmt: skip
+        print(json.dumps(summary, indent=2))
+    elif not a.quiet:
+        parts = [f"{c.get(k, 0)} {k}" for k in ("built", "skipped", "stale", "failed") if c.get(k)]
+        print(f"{len(items)} items: {', '.join(parts) or 'nothing to do'} in {res.seconds:.1f} s"
+              f" ({Path(a.output) / 'batch.json'})")  # fmt: skip
+        if c.get("stale"):
+            print(f"{c['stale']} stale worlds (other photo or settings) kept: --force rebuilds")
+    if res.failed:
+        raise BatchFailed(f"{res.failed} of {len(items)} items failed (see batch.json)")
     return 0
 
 
@@ -608,6 +734,7 @@ def main(argv: list[str] | None = None) -> int:
 
     handlers = {
         "build": _cmd_build,
+        "batch": _cmd_batch,
         "info": _cmd_info,
         "models": _cmd_models,
         "render": _cmd_render,

@@ -36,3 +36,9 @@ class ModelError(BackendError):
     not downloadable (offline), or out of memory."""
 
     exit_code = 6
+
+
+class BatchFailed(WorldgenError):
+    """``worldgen batch`` finished, but some items failed (each one's error is in batch.json)."""
+
+    exit_code = 8
