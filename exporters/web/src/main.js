@@ -330,6 +330,7 @@ async function main() {
     if (yaw !== undefined) walker.yaw = yaw;
     if (pitch !== undefined) walker.pitch = pitch;
     walker.velocity.set(0, 0, 0);
+    walker.onGround = false;
     walker.acc = 0;
     placeDesktop();
   };
