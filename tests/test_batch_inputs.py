@@ -127,3 +127,11 @@ def test_auth_failure_becomes_one_clear_line():
     assert "RAY_AUTH_MODE=token" in msg
     other = _connect_error("10.0.0.1:6379", ConnectionError("timed out\nmore"))
     assert other == "cannot connect to the Ray cluster at 10.0.0.1:6379: ConnectionError: timed out"
+
+
+def test_object_store_uris_are_refused_in_one_line(tmp_path):
+    with pytest.raises(InputError, match=r"s3:// paths are not supported; mount the bucket"):
+        discover(["s3://bucket/photos"], tmp_path / "o")
+    _touch(tmp_path / "a.jpg")
+    with pytest.raises(InputError, match=r"gs:// paths are not supported"):
+        discover([tmp_path / "a.jpg"], "gs://bucket/out")

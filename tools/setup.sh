@@ -10,6 +10,7 @@
 #   - the web viewer (exporters/web): its pinned npm packages (exporters/web/package-lock.json)
 #     bundled by esbuild into exporters/web/assets/viewer.js (Node.js/npm from apt); with --test
 #     also Debian's chromium (the browser tests, driven by playwright through executable_path)
+#   - with --test: Ray (the [batch] extra, for the `worldgen batch` tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -144,5 +145,10 @@ if [ "$want_test_tools" = 1 ]; then
   apt_tool mcs mono-mcs
   # the web viewer's browser tests: Debian's chromium (ANGLE + SwiftShader: WebGL2 without a GPU)
   apt_tool chromium chromium
+  # `worldgen batch` tests: Ray, the [batch] extra (a 79 MB wheel)
+  if ! .venv/bin/python -c 'import ray, sys; sys.exit(ray.__version__ != "2.60.0")' 2>/dev/null; then
+    say "installing worldgen[batch] (Ray) for the batch tests"
+    "${PIP[@]}" install -e ".[batch]"
+  fi
 fi
 say "ready"

@@ -26,6 +26,7 @@ import math
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,10 +38,12 @@ from .inputs import Item
 from .report import BATCH_JSON, write_batch_json
 
 GiB = 1 << 30
-#: peak resident memory of one build per preset, measured on demos/mountain_path.jpg
-#: (1600x1200) with `/usr/bin/time -v worldgen build ... --no-cache` (README "Batch building"),
-#: rounded up: the default memory request of a task (``--memory-per-task`` overrides it)
-PRESET_PEAK_MEMORY = {"fast": 1.25 * GiB, "default": 2.5 * GiB, "quality": 4 * GiB}
+#: the default memory request of a task (``--memory-per-task`` overrides it): the peak
+#: resident memory of one build, measured with `/usr/bin/time -v worldgen build
+#: demos/mountain_path.jpg --preset P --no-cache` (1600x1200 photo; README "Batch building"):
+#: fast 0.94 GiB, default 1.53 GiB, rounded up with a margin; quality is not measured (2x
+#: default). A preset from a file gets the default's.
+PRESET_PEAK_MEMORY = {"fast": 1.25 * GiB, "default": 2 * GiB, "quality": 4 * GiB}
 #: object store of an embedded instance: results are small dicts
 OBJECT_STORE_BYTES = 100 * 1000 * 1000
 INSTALL_HINT = "worldgen batch needs Ray: pip install 'worldgen[batch]' (or: pip install ray)"
@@ -105,6 +108,8 @@ def run_batch(
             ray, started = _connect(options, ray_facts)
             try:
                 _check_resources(ray, options, config)
+                if options.address != "local":
+                    _check_shared(ray, outdir, [spec["input"] for _, spec in todo[:1]])
                 _execute(ray, records, todo, options, config, doc, on_update)
             except KeyboardInterrupt:
                 _interrupted(records, doc)  # recorded before Ray's shutdown (~1.5 s)
@@ -331,6 +336,41 @@ def _check_resources(ray, options: BatchOptions, config: BuildConfig) -> None:
                 f"{flag} {unit(amount)} exceeds every node's {res} (largest: {unit(best)} on "
                 f"{len(nodes)} node(s)); lower it or add a larger node"
             )
+
+
+def _probe(path: str, photo: str | None) -> str | None:
+    """On a node: None if the driver's probe file and the first photo are visible here."""
+    if not os.path.exists(path):
+        return f"{os.path.dirname(path)} is not visible"
+    if photo and not os.path.exists(photo):
+        return f"{photo} is not visible"
+    return None
+
+
+def _check_shared(ray, outdir: Path, photos: list[str]) -> None:
+    """OutputError unless every node sees OUTDIR and the inputs (a shared file system): one
+    small task per node reads a file the driver wrote. Ray does not move our files."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe = outdir / f".batch-probe-{uuid.uuid4().hex}"
+    probe.write_text("worldgen batch: is OUTDIR shared?\n")
+    try:
+        task = ray.remote(_probe).options(num_cpus=0, max_retries=0)
+        refs = {
+            n["NodeID"]: task.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+            ).remote(str(probe), photos[0] if photos else None)
+            for n in _alive_nodes(ray)
+        }
+        for node, ref in refs.items():
+            why = ray.get(ref, timeout=120)
+            if why:
+                raise OutputError(
+                    f"node {node[:12]} ({why}): inputs and OUTDIR must be on storage every node "
+                    "sees (a shared mount)"
+                )
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 def _use_actors(options: BatchOptions, config: BuildConfig) -> bool:

@@ -49,6 +49,8 @@ def discover(inputs: list[str | Path], outdir: Path) -> list[Item]:
 
     Raises InputError for an input that does not exist, a folder without photos overall, an
     unreadable list, or two inputs mapping to the same world."""
+    for x in [*inputs, outdir]:
+        refuse_uri(str(x))
     outdir = Path(outdir).absolute()
     found: list[tuple[Path, Path, dict, str | None]] = []  # (photo, rel without ext, over, err)
     for raw in inputs:
@@ -67,6 +69,16 @@ def discover(inputs: list[str | Path], outdir: Path) -> list[Item]:
     if not found:
         raise InputError(f"no photos found in {', '.join(map(str, inputs))}")
     return _name(found, outdir)
+
+
+def refuse_uri(text: str) -> None:
+    """Object-store URIs are not supported (yet): a one-line InputError saying what to do."""
+    if "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise InputError(
+            f"{text}: {scheme}:// paths are not supported; mount the bucket on every node "
+            "(e.g. mountpoint-s3, gcsfuse) and give its local path"
+        )
 
 
 def _walk(folder: Path, outdir: Path) -> list[Path]:
