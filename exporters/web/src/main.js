@@ -28,6 +28,8 @@ const hooks = {
   numSplats: 0,
   mode: "loading", // "loading" | "desktop" | "xr"
   frozen: false, // physics paused (tests hold a pose for a screenshot)
+  frameTimes: [], // performance.now() of the last 120 frames
+  loadSeconds: null, // navigation start -> the first frame with the world in it
 };
 window.worldgen = hooks;
 
@@ -348,6 +350,8 @@ async function main() {
     }
     renderer.render(scene, camera);
     hooks.frames++;
+    hooks.frameTimes.push(performance.now()); // ms since navigation (benchmarks: fps)
+    if (hooks.frameTimes.length > 120) hooks.frameTimes.shift();
     if (!hooks.ready) {
       hooks.ready = true;
       hooks.mode = "desktop";
