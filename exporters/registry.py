@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from worldgen.atomic import output_lock, recover, swap_in, tmp_beside
 from worldgen.errors import InputError, OutputError
 
 #: ``--target`` presets: splat budget and SH degree of every splat export
@@ -151,9 +151,21 @@ def write_export(result: ExportResult, out: Path, *, force: bool = False) -> lis
     """Write an exporter's result to ``out`` atomically; returns the files written.
 
     bytes -> the file ``out``; dict -> the folder ``out`` holding exactly those files. An
-    existing ``out`` is replaced only with ``force``; a failure leaves it untouched.
+    existing ``out`` is replaced only with ``force``; a failure or a kill at any instant leaves
+    it old-complete or new-complete (``worldgen.atomic``: the output's lock, the previous run's
+    leftovers recovered, a temp beside ``out``, two renames).
     """
     out = Path(out)
+    with output_lock(out):
+        recover(out)
+        try:
+            return _write_locked(result, out, force)
+        except OSError as e:  # a full disk, a quota: nothing was replaced
+            why = e.strerror or e
+            raise OutputError(f"{out}: cannot write ({why}); nothing replaced") from None
+
+
+def _write_locked(result: ExportResult, out: Path, force: bool) -> list[Path]:
     if out.exists() and not force:
         raise OutputError(f"{out} exists; use --force to replace it")
     parent = out.parent if str(out.parent) else Path(".")
@@ -162,11 +174,11 @@ def write_export(result: ExportResult, out: Path, *, force: bool = False) -> lis
     if isinstance(result, bytes | bytearray):
         if out.is_dir():
             raise OutputError(f"{out} is a folder; this format writes one file")
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent)
+        tmp = tmp_beside(out, folder=False)
         try:
-            with os.fdopen(fd, "wb") as f:
+            with open(tmp, "wb") as f:
                 f.write(result)
-            os.replace(tmp, out)
+            swap_in(tmp, out)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -174,7 +186,7 @@ def write_export(result: ExportResult, out: Path, *, force: bool = False) -> lis
     if not isinstance(result, dict) or not result:
         raise OutputError("exporter produced nothing; nothing written")
     rels = {safe_relpath(k): v for k, v in result.items()}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    tmp = tmp_beside(out, folder=True)
     written = []
     try:
         root = tmp.resolve()
@@ -185,20 +197,8 @@ def write_export(result: ExportResult, out: Path, *, force: bool = False) -> lis
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_bytes(bytes(data))
             written.append(out / rel)
-        if out.exists():
-            old = parent / f".{out.name}.old.{os.getpid()}"
-            os.replace(out, old)
-            try:
-                os.replace(tmp, out)
-            except BaseException:
-                os.replace(old, out)
-                raise
-            if old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                old.unlink(missing_ok=True)
-        else:
-            os.replace(tmp, out)
+        os.chmod(tmp, 0o755)
+        swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

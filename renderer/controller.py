@@ -229,9 +229,9 @@ class Collider:
     @classmethod
     def from_glb(cls, path: str | Path, bounds: np.ndarray | None = None) -> Collider:
         """All nodes of a collision.glb (ground, walls, boundary, ceiling), world frame."""
-        import trimesh
+        from worldgen.safeio import load_collision_scene
 
-        scene = trimesh.load(str(path), force="scene")
+        scene = load_collision_scene(path)  # a malformed file: BundleError
         tris = []
         for node in scene.graph.nodes_geometry:
             transform, geom = scene.graph[node]

@@ -110,10 +110,12 @@ def test_cache_resumes_and_no_cache_bypasses(tmp_path):
     first = build(img, tmp_path / "a.world")
     assert first.cache_hits == []
     again = build(img, tmp_path / "b.world")
-    assert again.cache_hits == ["depth", "scene", "lift"]
+    assert again.cache_hits == ["depth", "layers", "surround", "lift", "colour"]
+    assert again.resumed_from == "collision"
     assert (first.path / "splats.ply").read_bytes() == (again.path / "splats.ply").read_bytes()
     changed = build(img, tmp_path / "c.world", BuildConfig().replace(lift={"stride": 2}))
-    assert changed.cache_hits == ["depth", "scene"]
+    assert changed.cache_hits == ["depth", "layers", "surround"]
+    assert changed.resumed_from == "lift"
     assert build(img, tmp_path / "d.world", use_cache=False).cache_hits == []
 
 

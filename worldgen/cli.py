@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -121,6 +122,14 @@ def _add_build_options(b: argparse.ArgumentParser) -> None:
     b.add_argument("--principal", type=_principal, help="CX,CY in pixels of the original image")
     b.add_argument("--camera-height", type=_positive, help="camera height in metres (1.6)")
     b.add_argument("--seed", type=int, help="random seed (default 0)")
+    b.add_argument(
+        "--max-splats", type=_count, help="at most N splats: coarser lifting, then the N most "
+        "important kept (as export --max-splats)",
+    )  # fmt: skip
+    b.add_argument(
+        "--max-memory", help="refuse if the estimated peak memory exceeds this (e.g. 8G; "
+        "default: refuse only far beyond the memory available)",
+    )  # fmt: skip
     b.add_argument("--no-cache", action="store_true", help="ignore and don't write the cache")
 
 
@@ -369,8 +378,14 @@ def _cmd_build(a) -> int:
     cfg = _build_config(a)
     quiet = a.quiet or a.json
     rep = Reporter() if quiet else RichReporter(total=len(STAGES), title=f"building {a.image}")
+    from .limits import parse_bytes
+
+    max_memory = parse_bytes(a.max_memory) if a.max_memory else None
     try:
-        res = build(a.image, a.output, cfg, force=a.force, use_cache=not a.no_cache, reporter=rep)
+        res = build(
+            a.image, a.output, cfg, force=a.force, use_cache=not a.no_cache, reporter=rep,
+            max_splats=a.max_splats, max_memory=max_memory,
+        )  # fmt: skip
     finally:
         rep.close()
     if a.json:
@@ -732,6 +747,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     from .errors import WorldgenError
 
+    if not os.environ.get("WORLDGEN_DEBUG"):  # library warnings are not a user's messages
+        import warnings
+
+        warnings.simplefilter("ignore")
     handlers = {
         "build": _cmd_build,
         "batch": _cmd_batch,
@@ -742,13 +761,14 @@ def main(argv: list[str] | None = None) -> int:
         "export": _cmd_export,
         "serve": _cmd_serve,
     }
+    previous = _raise_on_sigterm()
     try:
         return handlers[args.command](args)
     except WorldgenError as e:
         print(f"worldgen {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print(f"worldgen {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # SIGINT, or SIGTERM (below): outputs are left as they were
+        print(f"worldgen {args.command}: interrupted; outputs left as they were", file=sys.stderr)
         return EXIT_INTERRUPTED
     except MemoryError:
         print(f"worldgen {args.command}: error: out of memory (try --preset fast)", file=sys.stderr)
@@ -763,6 +783,22 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_on_sigterm():
+    """SIGTERM interrupts like Ctrl-C (KeyboardInterrupt: temp outputs removed, exit 130).
+    Returns the previous handler (None off the main thread, where it cannot be set)."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:
+        return None
 
 
 if __name__ == "__main__":

@@ -126,7 +126,11 @@ def from_dict(data: dict) -> BuildConfig:
     """Build a validated ``BuildConfig`` from plain data (unknown keys are errors)."""
     if not isinstance(data, dict):
         raise InputError(f"config: expected a mapping, got {type(data).__name__}")
-    return _build(BuildConfig, _legacy_names(data), "")
+    from .limits import check_ranges
+
+    cfg = _build(BuildConfig, _legacy_names(data), "")
+    check_ranges(cfg)  # NaN, negative counts, absurd sizes: one line, before any work
+    return cfg
 
 
 def _legacy_names(data: dict) -> dict:

@@ -7,13 +7,18 @@ upscaled).
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
+import os
+import stat
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from .errors import InputError
 
@@ -24,7 +29,7 @@ class ImageConfig:
     """Long side of the working image in pixels (never upscaled)."""
 
 
-SUPPORTED = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "MPO")
+SUPPORTED = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "MPO", "GIF")
 MIN_SIDE = 8
 
 # EXIF tags
@@ -53,6 +58,9 @@ class LoadedImage:
     focal_35mm: float | None
     focal_mm: float | None
     exif_orientation: int
+    notes: tuple[str, ...] = ()
+    """One-line notices about what was done to read the file (an animated image's first
+    frame, an unreadable EXIF block ignored)."""
 
     @property
     def width(self) -> int:
@@ -131,10 +139,8 @@ def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
 def load_image(path: str | Path) -> LoadedImage:
     """Read an image file into an upright float32 sRGB array. Raises InputError on bad input."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, expected an image file")
+    check_regular_file(path, "an image file")
+    notes: list[str] = []
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -144,22 +150,30 @@ def load_image(path: str | Path) -> LoadedImage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(path)
+            im = Image.open(io.BytesIO(data))
             fmt = im.format or "?"
             if fmt not in SUPPORTED:
                 raise InputError(
                     f"{path}: {fmt} images are not supported (use JPEG, PNG, WebP or TIFF)"
                 )
-            exif = im.getexif()
-            orientation = int(exif.get(0x0112, 1) or 1)
+            frames = getattr(im, "n_frames", 1) if getattr(im, "is_animated", False) else 1
+            if frames > 1:
+                notes.append(f"{path.name}: animated image ({frames} frames): the first frame")
+            exif, orientation = _read_exif(im, path, notes)
             im.load()  # decode everything now: truncated files fail here
-            upright = ImageOps.exif_transpose(im)
+            upright = _transpose(im, orientation)
     except InputError:
         raise
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image file (unrecognised format)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as e:
-        raise InputError(f"{path}: cannot decode image ({e})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        mp = Image.MAX_IMAGE_PIXELS / 1e6
+        raise InputError(
+            f"{path}: image is declared as {_declared_size(data)} pixels, over the "
+            f"{mp:.0f} MP worldgen decodes (downscale it first)"
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as e:
+        raise InputError(f"{path}: cannot decode image ({_first_line(e)})") from None
     rgb = None
     if upright.mode in ("RGB", "RGBA") and fmt in ("PNG", "TIFF"):
         rgb16 = _read_16bit_rgb(path, fmt)
@@ -167,12 +181,16 @@ def load_image(path: str | Path) -> LoadedImage:
             rgb = _orient(rgb16, orientation)
     if rgb is None:
         rgb = _to_rgb_float(upright)
+    rgb = np.clip(np.nan_to_num(rgb, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
     h, w = rgb.shape[:2]
     if min(h, w) < MIN_SIDE:
         raise InputError(f"{path}: image is {w}x{h} pixels, need at least {MIN_SIDE} on each side")
-    ifd = exif.get_ifd(_EXIF_IFD) if exif else {}
-    f35 = _positive_float(ifd.get(_FOCAL_35MM))
-    fmm = _positive_float(ifd.get(_FOCAL_LENGTH))
+    try:
+        ifd = exif.get_ifd(_EXIF_IFD) if exif else {}
+        f35 = _positive_float(ifd.get(_FOCAL_35MM))
+        fmm = _positive_float(ifd.get(_FOCAL_LENGTH))
+    except Exception:  # a corrupt EXIF block: no focal length
+        f35 = fmm = None
     return LoadedImage(
         rgb=np.ascontiguousarray(rgb, dtype=np.float32),
         path=path,
@@ -181,7 +199,75 @@ def load_image(path: str | Path) -> LoadedImage:
         focal_35mm=f35,
         focal_mm=fmm,
         exif_orientation=orientation,
+        notes=tuple(notes),
     )
+
+
+def check_regular_file(path: Path, what: str) -> None:
+    """InputError unless ``path`` is a readable regular file (not missing, a directory, a
+    dangling symlink or loop, a FIFO, socket or device: reading those would block or fail)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise InputError(f"{path}: dangling symlink (its target does not exist)") from None
+        raise InputError(f"{path}: no such file") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise InputError(f"{path}: symlink loop") from None
+        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{path}: is a directory, expected {what}")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{path}: not a regular file (a FIFO, socket or device); expected {what}")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path}: not readable (permission denied)")
+
+
+def _read_exif(im: Image.Image, path: Path, notes: list[str]):
+    """(exif, orientation); a corrupt EXIF block is ignored with a notice."""
+    try:
+        exif = im.getexif()
+        orientation = int(exif.get(0x0112, 1) or 1)
+    except Exception:
+        notes.append(f"{path.name}: unreadable EXIF block ignored (upright as stored)")
+        return Image.Exif(), 1
+    if orientation not in range(1, 9):
+        notes.append(f"{path.name}: EXIF orientation {orientation} is not 1-8: ignored")
+        orientation = 1
+    return exif, orientation
+
+
+def _transpose(im: Image.Image, orientation: int) -> Image.Image:
+    """The image upright (as ImageOps.exif_transpose, from the tag already read)."""
+    method = {
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_270,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_90,
+    }.get(orientation)
+    return im if method is None else im.transpose(method)
+
+
+def _declared_size(data: bytes) -> str:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                w, h = Image.open(io.BytesIO(data)).size  # the header only
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+        return f"{w}x{h}"
+    except Exception:
+        return "too many"
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0]
 
 
 def _positive_float(v) -> float | None:

@@ -175,14 +175,11 @@ def write_ply(splats: Splats, path: str | Path) -> None:
 
 
 def read_ply(path: str | Path, layers: np.ndarray | None = None) -> Splats:
-    """Read an INRIA 3DGS PLY (any SH degree 0-3)."""
-    from plyfile import PlyData
+    """Read an INRIA 3DGS PLY (any SH degree 0-3). A malformed, oversized or non-finite file
+    is a BundleError (``safeio.read_ply_array`` checks the header against the file first)."""
+    from .safeio import read_ply_array
 
-    try:
-        ply = PlyData.read(str(path))
-        v = ply["vertex"].data
-    except Exception as e:  # plyfile raises many kinds on malformed input
-        raise BundleError(f"{path}: not a readable 3DGS PLY ({e})") from None
+    v = read_ply_array(path)
     names = v.dtype.names
     required = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity"]
     required += [f"scale_{i}" for i in range(3)] + [f"rot_{i}" for i in range(4)]
@@ -205,6 +202,12 @@ def read_ply(path: str | Path, layers: np.ndarray | None = None) -> Splats:
     if k > 1:
         rest = np.stack([col(f"f_rest_{i}") for i in range(n_rest)], 1).reshape(n, 3, k - 1)
         sh[:, 1:, :] = rest.transpose(0, 2, 1)
+    floats = [name for name in names if v.dtype[name].kind == "f"]
+    for name in floats:  # a stranger's NaN / inf would poison sorting and rendering
+        if not np.isfinite(v[name]).all():
+            raise BundleError(f"{path}: non-finite values in PLY property {name!r}")
+    if any(v.dtype[r].kind != "f" for r in required):
+        raise BundleError(f"{path}: PLY splat properties must be float")
     if layers is None:
         layers = np.zeros(n, np.uint8)
     if layers.shape != (n,):

@@ -26,8 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .atomic import recover_if_missing, swap_in, tmp_beside
 from .camera import Intrinsics
 from .errors import BundleError, InputError, OutputError
+from .safeio import MAX_IMAGE_PIXELS, load_npy, load_png, read_json
 from .splats import Splats, read_ply
 
 SCHEMA_PATH = Path(__file__).with_name("world.schema.json")
@@ -58,30 +60,19 @@ def check_output(out: Path, force: bool) -> None:
 
 @contextmanager
 def atomic_dir(out: Path, force: bool) -> Iterator[Path]:
-    """Yield a temporary folder beside ``out``; on success it replaces ``out`` in one rename.
+    """Yield a temporary folder beside ``out``; on success it replaces ``out`` (two renames,
+    ``worldgen.atomic.swap_in``: old-complete or new-complete at every instant).
 
-    On any error the temporary folder is removed and ``out`` is left as it was.
+    On any error the temporary folder is removed and ``out`` is left as it was. Callers hold
+    ``atomic.output_lock(out)``.
     """
     out = Path(out)
     check_output(out, force)
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent or "."))
-    except OSError as e:
-        raise OutputError(f"{out.parent}: cannot create a folder there ({e.strerror})") from None
+    tmp = tmp_beside(out, folder=True)
     try:
         yield tmp
         os.chmod(tmp, 0o755)
-        if out.exists():
-            backup = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(backup)
-            try:
-                tmp.rename(out)
-            except OSError:
-                backup.rename(out)
-                raise
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            tmp.rename(out)
+        swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -103,7 +94,10 @@ def validate_manifest(manifest: dict, where: str = MANIFEST) -> None:
 
 def _safe_join(root: Path, rel: str) -> Path:
     """Join a manifest path to the bundle root, refusing anything that escapes it."""
-    p = (root / rel).resolve()
+    try:
+        p = (root / rel).resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        raise BundleError(f"{rel!r}: unresolvable path (symlink loop?)") from None
     if root.resolve() not in p.parents and p != root.resolve():
         raise BundleError(f"{rel!r}: path leaves the world folder")
     return p
@@ -119,24 +113,29 @@ class Layer:
 
     @cached_property
     def rgb(self) -> np.ndarray:  # [H, W, 3] float32
-        from PIL import Image
-
-        return np.asarray(Image.open(self.path / "rgb.png").convert("RGB"), np.float32) / 255.0
+        return load_png(self.path / "rgb.png", "layer image", "RGB").astype(np.float32) / 255.0
 
     @cached_property
     def depth(self) -> np.ndarray:  # [H, W] float32 metres, NaN = none
-        return np.load(self.path / "depth.npy", allow_pickle=False)
+        return load_npy(self.path / "depth.npy", "layer depth", "f", 2, MAX_IMAGE_PIXELS)
 
     @cached_property
     def alpha(self) -> np.ndarray:  # [H, W] float32
-        from PIL import Image
-
-        return np.asarray(Image.open(self.path / "alpha.png"), np.float32) / 255.0
+        return load_png(self.path / "alpha.png", "layer alpha", "L").astype(np.float32) / 255.0
 
     @cached_property
     def intrinsics(self) -> Intrinsics:
         """Perspective layers only."""
-        return Intrinsics.from_dict(json.loads((self.path / "intrinsics.json").read_text()))
+        d = read_json(self.path / "intrinsics.json", "layer intrinsics")
+        try:
+            intr = Intrinsics.from_dict(d)
+            ok = all(map(np.isfinite, (intr.fx, intr.fy, intr.cx, intr.cy)))
+            ok = ok and intr.fx > 0 and intr.fy > 0 and 0 < intr.width * intr.height
+        except (KeyError, TypeError, ValueError, AttributeError):
+            ok = False
+        if not ok or intr.width * intr.height > MAX_IMAGE_PIXELS:
+            raise BundleError(f"{self.path / 'intrinsics.json'}: invalid layer intrinsics")
+        return intr
 
 
 class World:
@@ -223,12 +222,11 @@ class World:
     @cached_property
     def source_rgb(self) -> np.ndarray:
         """[H, W, 3] float32: the photo at working resolution."""
-        from PIL import Image
 
         p = self.path / "source.png"
         if not p.exists():  # bundles from before source.png: the first layer was the photo
             p = self.layers[0].path / "rgb.png"
-        return np.asarray(Image.open(p).convert("RGB"), np.float32) / 255.0
+        return load_png(p, "source image", "RGB").astype(np.float32) / 255.0
 
 
 def _keep_layers(splats: Splats, ids) -> Splats:
@@ -238,6 +236,7 @@ def _keep_layers(splats: Splats, ids) -> Splats:
 def load_world(path: str | Path) -> World:
     """Open and validate a world bundle; raises BundleError with a clear message."""
     path = Path(path)
+    recover_if_missing(path)  # a build killed between its two renames left the old one aside
     if not path.exists():
         raise BundleError(f"{path}: no such world")
     if not path.is_dir():
@@ -245,10 +244,8 @@ def load_world(path: str | Path) -> World:
     mpath = path / MANIFEST
     if not mpath.is_file():
         raise BundleError(f"{path}: not a world bundle (no {MANIFEST})")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BundleError(f"{mpath}: unreadable manifest ({e})") from None
+    _safe_join(path, MANIFEST)  # a symlink out of the bundle is refused
+    manifest = read_json(mpath, "manifest")
     if isinstance(manifest, dict) and manifest.get("version") not in (None, 1):
         raise BundleError(
             f"{mpath}: world format version {manifest.get('version')} is newer than this "
@@ -258,6 +255,7 @@ def load_world(path: str | Path) -> World:
     for rel in ("splats.ply", "splat_layers.npy", "collision.glb", "preview.png"):
         if not (path / rel).is_file():
             raise BundleError(f"{path}: missing {rel}")
+        _safe_join(path, rel)
     for layer in manifest["layers"]:
         d = _safe_join(path, layer["path"])
         proj = (
@@ -268,6 +266,7 @@ def load_world(path: str | Path) -> World:
         for f in ("rgb.png", "depth.npy", "alpha.png", proj):
             if not (d / f).is_file():
                 raise BundleError(f"{path}: layer {layer['id']} is missing {f}")
+            _safe_join(path, f"{layer['path']}/{f}")
     try:
         ids = np.load(path / "splat_layers.npy", allow_pickle=False, mmap_mode="r")
     except (ValueError, OSError) as e:
