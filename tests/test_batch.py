@@ -308,7 +308,7 @@ def test_driver_sigint_leaves_no_partial_world_and_rerun_finishes_the_rest(
 def test_actor_pool_keeps_one_process_per_actor(cluster, tmp_path, tiny_preset):
     """The learned/GPU path's actor pool, on CPUs: each actor builds item after item in one
     process (a model it loads stays loaded)."""
-    _photos(tmp_path / "in", 4, seed=20)
+    _photos(tmp_path / "in", 4)
     out = tmp_path / "out"
     cfg = load_preset(str(tiny_preset))
     res = run_batch(discover([tmp_path / "in"], out), cfg, out,

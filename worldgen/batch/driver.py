@@ -355,7 +355,7 @@ def _check_shared(ray, outdir: Path, photos: list[str]) -> None:
     probe = outdir / f".batch-probe-{uuid.uuid4().hex}"
     probe.write_text("worldgen batch: is OUTDIR shared?\n")
     try:
-        task = ray.remote(_probe).options(num_cpus=0, max_retries=0)
+        task = ray.remote(num_cpus=0, max_retries=0)(_probe)
         refs = {
             n["NodeID"]: task.options(
                 scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
@@ -463,11 +463,9 @@ def _loop(ray, records, todo, submit, release, limit, doc, on_update) -> None:
                 if on_update:
                     on_update(records, len(running))
     except KeyboardInterrupt:
-        for ref in running:
-            try:
-                ray.cancel(ref, force=True)
-            except Exception:  # an actor task cannot be force-cancelled: shutdown ends it
-                pass
+        # no ray.cancel: with tasks in flight it can abort the driver inside Ray 2.60
+        # ("Tried to complete task that was not pending"); ray.shutdown() or the driver's exit
+        # ends this job's workers, and their attempts leave only hidden temporary folders
         raise
 
 
