@@ -202,7 +202,17 @@ def accessor_array(gltf: dict, binary: bytes, index: int) -> np.ndarray:
 
 def read_gltf_splats(data: bytes) -> dict[str, np.ndarray]:
     """The splats of the first ``KHR_gaussian_splatting`` primitive of a GLB: ``means``,
-    ``quats_xyzw``, ``scales``, ``opacities``, ``sh [N, K, 3]`` and ``color0`` (if present)."""
+    ``quats_xyzw``, ``scales``, ``opacities``, ``sh [N, K, 3]`` and ``color0`` (if present).
+    A malformed file (missing keys, wrong types, out-of-range indices) is an InputError."""
+    try:
+        return _read_gltf_splats(data)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError) as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError(f"malformed glTF splats ({type(e).__name__}: {e})") from None
+
+
+def _read_gltf_splats(data: bytes) -> dict[str, np.ndarray]:
     gltf, binary = parse_glb(data)
     for mesh in gltf.get("meshes", []):
         for prim in mesh.get("primitives", []):

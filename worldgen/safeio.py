@@ -112,9 +112,13 @@ def read_ply_array(path: str | Path) -> np.ndarray:
     return np.frombuffer(data, dtype, n, off).copy()  # writable, owns its memory
 
 
-def load_npy(path: str | Path, what: str, kinds: str, ndim: int, max_items: int) -> np.ndarray:
+def load_npy(
+    path: str | Path, what: str, kinds: str, ndim: int, max_items: int, header_only: bool = False
+) -> np.ndarray:
     """An ``.npy`` array (no pickle) of dtype kind in ``kinds`` ('f', 'u', ...), ``ndim``
-    dimensions and at most ``max_items`` elements; the header is checked before reading."""
+    dimensions and at most ``max_items`` elements; the header is checked before reading
+    (``header_only``: and against the file's size; a zero-strided stand-in of that shape and
+    dtype returned, nothing read)."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -123,12 +127,21 @@ def load_npy(path: str | Path, what: str, kinds: str, ndim: int, max_items: int)
                 shape, _, dtype = np.lib.format.read_array_header_1_0(f)
             else:
                 shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as e:
-        raise BundleError(f"{path}: unreadable {what} ({str(e).splitlines()[0][:120]})") from None
+            body = f.tell()
+    except Exception as e:  # numpy's header parser raises ValueError, TokenError, ...
+        msg = (str(e).splitlines() or [type(e).__name__])[0][:120]
+        raise BundleError(f"{path}: unreadable {what} ({msg})") from None
+    if not isinstance(shape, tuple) or not all(isinstance(k, int) and k >= 0 for k in shape):
+        raise BundleError(f"{path}: {what} has an invalid shape {shape!r}")
     if dtype.hasobject or dtype.kind not in kinds or len(shape) != ndim:
         raise BundleError(f"{path}: {what} must be a {ndim}-D {kinds!r} array, got {dtype} {shape}")
     if int(np.prod(shape, dtype=np.float64)) > max_items:
         raise BundleError(f"{path}: {what} of shape {shape} is over the size limit")
+    if header_only:
+        size = path.stat().st_size - body
+        if size != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+            raise BundleError(f"{path}: {what} is {size} bytes, its header says {shape} {dtype}")
+        return np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape, (0,) * len(shape))
     try:
         a = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:

@@ -157,7 +157,7 @@ class World:
 
     @cached_property
     def splats(self) -> Splats:
-        layers = np.load(self.path / "splat_layers.npy", allow_pickle=False)
+        layers = read_splat_layers(self.path / "splat_layers.npy", self.manifest["splats"]["count"])
         s = read_ply(self.path / "splats.ply", layers=layers)
         if len(s) != self.manifest["splats"]["count"]:
             raise BundleError(
@@ -233,6 +233,14 @@ def _keep_layers(splats: Splats, ids) -> Splats:
     return splats.index(torch.from_numpy(np.isin(splats.layers.numpy(), list(ids))))
 
 
+def read_splat_layers(path: Path, count: int, header_only: bool = False) -> np.ndarray:
+    """``splat_layers.npy``: uint8 [count] (no pickle; the header checked before reading)."""
+    ids = load_npy(path, "splat_layers.npy", "u", 1, count, header_only=header_only)
+    if ids.dtype != np.uint8 or ids.shape != (count,):
+        raise BundleError(f"{path}: must be uint8 [{count}], got {ids.dtype} {list(ids.shape)}")
+    return ids
+
+
 def load_world(path: str | Path) -> World:
     """Open and validate a world bundle; raises BundleError with a clear message."""
     path = Path(path)
@@ -267,13 +275,5 @@ def load_world(path: str | Path) -> World:
             if not (d / f).is_file():
                 raise BundleError(f"{path}: layer {layer['id']} is missing {f}")
             _safe_join(path, f"{layer['path']}/{f}")
-    try:
-        ids = np.load(path / "splat_layers.npy", allow_pickle=False, mmap_mode="r")
-    except (ValueError, OSError) as e:
-        raise BundleError(f"{path}: unreadable splat_layers.npy ({e})") from None
-    if ids.dtype != np.uint8 or ids.shape != (manifest["splats"]["count"],):
-        raise BundleError(
-            f"{path}: splat_layers.npy must be uint8 [{manifest['splats']['count']}], "
-            f"got {ids.dtype} {list(ids.shape)}"
-        )
+    read_splat_layers(path / "splat_layers.npy", manifest["splats"]["count"], header_only=True)
     return World(path, manifest)
