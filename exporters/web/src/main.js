@@ -29,7 +29,10 @@ const hooks = {
   mode: "loading", // "loading" | "desktop" | "xr"
   frozen: false, // physics paused (tests hold a pose for a screenshot)
   frameTimes: [], // performance.now() of the last 120 frames
-  loadSeconds: null, // navigation start -> the first frame with the world in it
+  firstFrameSeconds: null, // navigation start -> the first frame (the world may not show yet)
+  loadSeconds: null, // navigation start -> the first frame with the splats drawn is on screen
+  worldDrawn: false,
+  activeSplats: 0,
 };
 window.worldgen = hooks;
 
@@ -340,6 +343,8 @@ async function main() {
   // -- loop -----------------------------------------------------------------------------------
   let last = null;
   renderer.setAnimationLoop((time, frame) => {
+    // the frame after the first one that drew splats has been presented: the world is visible
+    if (hooks.worldDrawn && hooks.loadSeconds === null) hooks.loadSeconds = performance.now() / 1000;
     const dt = last === null ? 0 : (time - last) / 1000;
     last = time;
     if (xr.presenting) {
@@ -349,13 +354,15 @@ async function main() {
       placeDesktop();
     }
     renderer.render(scene, camera);
+    hooks.activeSplats = spark.activeSplats; // drawn this frame (0 until the first sort lands)
+    if (hooks.activeSplats > 0) hooks.worldDrawn = true;
     hooks.frames++;
     hooks.frameTimes.push(performance.now()); // ms since navigation (benchmarks: fps)
     if (hooks.frameTimes.length > 120) hooks.frameTimes.shift();
     if (!hooks.ready) {
       hooks.ready = true;
       hooks.mode = "desktop";
-      hooks.loadSeconds = performance.now() / 1000;
+      hooks.firstFrameSeconds = performance.now() / 1000;
       $("loading").hidden = true;
     }
   });
