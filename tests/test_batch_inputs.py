@@ -125,8 +125,19 @@ def test_auth_failure_becomes_one_clear_line():
     assert "\n" not in msg
     assert msg.startswith("cannot join the Ray cluster at 127.0.0.1:6379: it uses token auth")
     assert "RAY_AUTH_MODE=token" in msg
+    # what ray.init(address=...) really raises against `ray start --head` (measured): a plain
+    # ConnectionError, the reason only in the C++ core's stderr lines (captured by the driver)
+    refused = ConnectionError("Failed to connect to Ray cluster at 192.0.2.2:6390")
+    said = "gcs_client.cc:210: ... Unauthenticated: RPC error: InvalidAuthToken: Authentication"
+    assert _connect_error("127.0.0.1:6390", refused, said).startswith(
+        "cannot join the Ray cluster at 127.0.0.1:6390: it uses token authentication"
+    )
     other = _connect_error("10.0.0.1:6379", ConnectionError("timed out\nmore"))
-    assert other == "cannot connect to the Ray cluster at 10.0.0.1:6379: ConnectionError: timed out"
+    assert other.startswith(
+        "cannot connect to the Ray cluster at 10.0.0.1:6379: ConnectionError: timed out; if the "
+        "cluster uses token authentication"
+    )
+    assert "\n" not in other
 
 
 def test_object_store_uris_are_refused_in_one_line(tmp_path):

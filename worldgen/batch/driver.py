@@ -25,9 +25,12 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -277,16 +280,39 @@ def _connect(options: BatchOptions, facts: dict):
                 _system_config={"task_oom_retries": options.retries},
             )
         else:
-            ray.init(address=addr, log_to_driver=False, logging_level="ERROR")
+            with _stderr_captured() as said:
+                ray.init(address=addr, log_to_driver=False, logging_level="ERROR")
     except Exception as e:
-        raise BackendError(_connect_error(addr, e)) from None
+        raise BackendError(_connect_error(addr, e, said.get("text", ""))) from None
     facts.update(address=addr, start_seconds=round(time.perf_counter() - t0, 3))
     return ray, True
 
 
-def _connect_error(addr: str, e: Exception) -> str:
-    text = f"{type(e).__name__} {e}"
-    if "AuthenticationError" in text or "RAY_AUTH_MODE" in text or "auth" in text.lower():
+@contextmanager
+def _stderr_captured():
+    """Collect what is written to file descriptor 2 (Ray's C++ core logs every refused
+    connection attempt there, a line a second) into ``said["text"]``; dropped on success."""
+    said: dict[str, str] = {}
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded interpreters): capture nothing
+        yield said
+        return
+    with tempfile.TemporaryFile() as f:
+        os.dup2(f.fileno(), 2)
+        try:
+            yield said
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            f.seek(0)
+            said["text"] = f.read().decode(errors="replace")
+
+
+def _connect_error(addr: str, e: Exception, stderr_text: str = "") -> str:
+    text = f"{type(e).__name__} {e} {stderr_text}"
+    if any(k in text for k in ("AuthenticationError", "RAY_AUTH_MODE", "InvalidAuthToken")):
         return (
             f"cannot join the Ray cluster at {addr}: it uses token authentication (Ray >= 2.59 "
             "local clusters do); set RAY_AUTH_MODE=token (the token is read from "
@@ -296,7 +322,14 @@ def _connect_error(addr: str, e: Exception) -> str:
         return f"cannot use Ray Client at {addr}: pip install 'ray[client]' ({_first(e)})"
     if addr == "local":
         return f"cannot start a local Ray instance: {_first(e)}"
-    return f"cannot connect to the Ray cluster at {addr}: {_first(e)}"
+    hint = ""
+    if os.environ.get("RAY_AUTH_MODE") != "token":
+        # ray.init reports a token-auth refusal only as "Failed to connect"
+        hint = (
+            "; if the cluster uses token authentication (the default of `ray start` since "
+            "Ray 2.59), set RAY_AUTH_MODE=token (token from ~/.ray/auth_token or RAY_AUTH_TOKEN)"
+        )
+    return f"cannot connect to the Ray cluster at {addr}: {_first(e)}{hint}"
 
 
 def _first(e: BaseException) -> str:
