@@ -306,7 +306,7 @@ def make_corpus(root: Path) -> list[Case]:
     cases.append(
         Case(
             "path-leading-dash",
-            ["build", "--preset", str(preset), "--quiet", "-o", str(o), "--", "-dash.png"],
+            ["build", "--preset", str(preset), "--json", "-o", str(o), "--", "-dash.png"],
             "ok",
             (0,),
             str(o),
