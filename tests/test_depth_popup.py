@@ -257,3 +257,23 @@ def test_backend_protocol_and_options():
         be.estimate(img, K, no_such_option=1)
     with pytest.raises(InputError):
         be.estimate(img, K, camera_height=-1.0)
+
+
+def test_horizon_ignores_unsure_ground_above_it():
+    """Grey clouds labelled ground with a low confidence above the sea must not raise the
+    horizon (the beach panorama's world was tilted 19 degrees by them); confident ground does."""
+    from worldgen.depth.popup import GROUND_CONFIDENCE, _horizon
+
+    h, w, f = 100, 150, 120.0
+    cfg = PopupConfig()
+    lab = np.full((h, w), VERTICAL, np.uint8)
+    lab[:20] = SKY
+    lab[50:] = GROUND  # the sea and the sand up to the true horizon, row 50
+    lab[25:40, :60] = GROUND  # the clouds
+    conf = np.ones((h, w))
+    conf[25:40, :60] = GROUND_CONFIDENCE - 0.2
+    lim = math.radians(cfg.max_pitch_deg)
+    unsure, _ = _horizon(lab, f, 49.5, cfg, False, lim, conf)
+    trusted, _ = _horizon(lab, f, 49.5, cfg, False, lim, np.ones((h, w)))
+    assert abs(unsure - 49.5) < 3.0
+    assert trusted < 40.0  # taken at its word, the cloud raises it

@@ -378,18 +378,20 @@ def _connected_to(S: _Segments, member: np.ndarray, seeds: np.ndarray) -> np.nda
 
 def _classify(
     S: _Segments, vh: float, bsim: np.ndarray, indoor: bool, cfg: PopupConfig
-) -> np.ndarray:
-    """Class per segment: scores, mean-field smoothing, connectivity to the borders."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class per segment (scores, mean-field smoothing, connectivity to the borders) and the
+    mean-field probability of that class [n]."""
     U = _unaries(S, vh, bsim, indoor)
     Q = _mean_field(S, U, cfg.smoothness)
     lab = np.argmax(Q, axis=1)
+    conf = Q[np.arange(S.n), lab]
     at_top = S.top > 0
     at_bottom = S.bottom > 0
     for cls, seeds in ((SKY, at_top), (CEILING, at_top), (GROUND, at_bottom)):
         member = lab == cls
         ok = _connected_to(S, member, seeds)
         lab[member & ~ok] = VERTICAL
-    return lab
+    return lab, conf
 
 
 def _refine_boundaries(labels: np.ndarray, lab: np.ndarray, nr_row: np.ndarray) -> np.ndarray:
@@ -439,15 +441,34 @@ def _refine_boundaries(labels: np.ndarray, lab: np.ndarray, nr_row: np.ndarray) 
 
 # ----------------------------------------------------------------------------- horizon
 
+#: mean-field probability above which a ground segment bounds the horizon (see ``_horizon``)
+GROUND_CONFIDENCE = 0.8
+
 
 def _horizon(
-    lab_px: np.ndarray, f: float, cy: float, cfg: PopupConfig, indoor: bool, pitch_lim: float
+    lab_px: np.ndarray,
+    f: float,
+    cy: float,
+    cfg: PopupConfig,
+    indoor: bool,
+    pitch_lim: float,
+    conf_px: np.ndarray | None = None,
 ) -> tuple[float, str]:
-    """Horizon row (working pixels) from the labels, and what decided it."""
+    """Horizon row (working pixels) from the labels, and what decided it.
+
+    The ground bounds the horizon from below by the highest rows it reaches; only confidently
+    labelled ground (mean-field probability >= ``GROUND_CONFIDENCE`` in ``conf_px`` [h, w])
+    counts when enough columns have some: grey clouds that look like the grey sand below them
+    are labelled ground with a lower confidence, and would tilt the whole world.
+    """
     h, w = lab_px.shape
     rows = np.arange(h)[:, None]
     sky = lab_px == SKY
     ground = lab_px == GROUND
+    if conf_px is not None:
+        sure = ground & (conf_px >= GROUND_CONFIDENCE)
+        if sure.any(0).sum() >= max(3, 0.05 * w):
+            ground = sure
     lo, hi = -np.inf, np.inf
     cols_sky = sky.any(0)
     cols_ground = ground.any(0)
@@ -711,8 +732,8 @@ def popup_depth(
     bsim = _bottom_similarity(S)
 
     def run(indoor: bool) -> tuple[np.ndarray, float, str]:
-        seg_lab = _classify(S, Ks.cy, bsim, indoor, cfg)
-        vh, src = _horizon(seg_lab[S.seg], f, Ks.cy, cfg, indoor, pitch_lim)
+        seg_lab, conf = _classify(S, Ks.cy, bsim, indoor, cfg)
+        vh, src = _horizon(seg_lab[S.seg], f, Ks.cy, cfg, indoor, pitch_lim, conf[S.seg])
         return seg_lab, vh, src
 
     seg_lab, vh, src = run(indoor=False)
