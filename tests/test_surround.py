@@ -143,3 +143,44 @@ def test_single_layer_world_ends_at_the_frame(tmp_path):
     assert [x["name"] for x in w.manifest["layers"]] == ["scene"]
     r = render_world(w, Pose.from_cli(0, 0, 0, 60, 0, 0))
     assert float((r.alpha < 0.5).float().mean()) > 0.5  # the skeleton: a void
+
+
+def test_clouds_the_depth_stage_took_for_walls_become_sky_hills_do_not():
+    """``_sky_like``: a grey cloud bank that fades into a clear sky (darker than the sky model,
+    labelled VERTICAL by the depth stage) is sky; a smooth hill of the same brightness that
+    meets the cloud along a sharp skyline stays band."""
+    from worldgen.surround.layout import _sky_like
+
+    h, w = 120, 160
+    intr = Intrinsics.from_hfov(90, w, h)
+    uu, vv = np.meshgrid(np.arange(w, dtype=float), np.arange(h, dtype=float))
+    rays = np.stack([(uu - intr.cx) / intr.fx, -(vv - intr.cy) / intr.fy, -np.ones((h, w))], -1)
+    Pimg = rays * 100.0  # world axes (y up, forward -z); the horizon is the middle row
+    rows = vv[..., None]
+    blue = np.array([0.35, 0.55, 0.95]) + 0.002 * rows  # a clear sky, a little lighter below
+    grey = np.array([0.55, 0.56, 0.6])
+    t = np.clip((rows - 10) / 14.0, 0, 1)  # the cloud bank fades in over rows 10..24
+    img = (1 - t) * blue + t * grey
+    hill = (vv >= 40) & (vv < 58) & (uu > 60)  # smooth, sharp-edged, above the horizon
+    img = np.where(hill[..., None], np.array([0.42, 0.5, 0.3]), img)
+    img = np.where((vv >= 60)[..., None], np.array([0.3, 0.45, 0.2]), img).astype(np.float32)
+    labels = np.where(vv < 10, SKY, np.where(vv < 60, VERTICAL, GROUND)).astype(np.uint8)
+    out, _, n = _sky_like(img, labels, Pimg, 0)
+    cloud = (vv >= 26) & (vv < 56) & (uu < 50)
+    assert n > 0
+    assert (out[cloud] == SKY).mean() > 0.9
+    inner_hill = (vv >= 44) & (vv < 55) & (uu > 65)
+    assert (out[inner_hill] == VERTICAL).all()
+    assert (out[vv >= 60] == GROUND).all()
+
+
+def test_margin_fades_to_the_canvas_edge():
+    from worldgen.scene import _margin_fade
+
+    Hf, Wf, m = 20, 30, 8
+    a = _margin_fade(Hf, Wf, m)
+    assert a.shape == (Hf + 2 * m, Wf + 2 * m)
+    assert (a[m : m + Hf, m : m + Wf] == 1).all()  # the frame
+    assert (a[0] == 0).all() and (a[:, -1] == 0).all()  # the canvas's edge
+    row = a[m + Hf // 2, : m + 1]  # from the canvas's edge to the frame
+    assert (np.diff(row) >= 0).all() and row[m - 2] == 1.0  # a quarter of the margin at 1

@@ -161,3 +161,27 @@ def test_rectified_ground_keeps_the_photos_texture_scale():
     spec = np.abs(np.fft.rfft(row - row.mean()))
     period = len(xs) * g.cell / max(int(np.argmax(spec[1:])) + 1, 1)
     assert period == pytest.approx(0.5, rel=0.15), (period, g.info)
+
+
+def test_quilt_ring_spreads_its_picks_over_the_source():
+    """A source whose one block matches every overlap best (a distinctive block) comes back
+    over and over without the reuse cost; with it, the picks cover the source."""
+    rng = np.random.default_rng(3)
+    h, Ws, W, block = 8, 240, 720, 24
+    src = (0.5 + 0.05 * rng.standard_normal((h, Ws, 3))).astype(np.float32)
+    src[:, 100:124] = 0.5  # flat: the best match of any (noisy) overlap's mean
+    out = np.zeros((h, W, 3), np.float32)
+    known = np.zeros(W, bool)
+    known[:Ws] = True
+    out[:, known] = src
+
+    def uses(reuse):
+        res, _ = quilt_ring(src, np.ones((h, Ws), bool), out, known, np.random.default_rng(0),
+                            block=block, overlap=6, reuse=reuse)  # fmt: skip
+        col = res[0, Ws:]
+        match = np.abs(col[:, None, :] - src[0][None, :, :]).sum(-1).argmin(1)
+        return np.bincount(match // block, minlength=Ws // block)
+
+    spread, greedy = uses(0.5), uses(0.0)
+    assert (spread > 0).sum() > (greedy > 0).sum()
+    assert spread.max() < greedy.max()

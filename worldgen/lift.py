@@ -184,11 +184,17 @@ def lift(
     *,
     alpha: np.ndarray | None = None,
     layer_id: int = 0,
+    jitter: float = 0.0,
+    seed: int = 0,
 ) -> Splats:
     """Lift a layer to splats.
 
     image: [H, W, 3] float32 sRGB; depth: [H, W] float32 z-depth (NaN = no splat);
     alpha: [H, W] float32 opacity in [0, 1] (None = opaque). Returns splats in camera axes.
+    ``jitter`` > 0 moves every splat's pixel position by up to that fraction of its cell in u and
+    v (seeded by ``seed``): a smooth far surface seen magnified (the photo's sky) then shows no
+    lattice; its depth stays the pixel's and no bridges are made (a jittered layer has no
+    cracks to close).
     """
     H, W = depth.shape
     assert image.shape == (H, W, 3), (image.shape, depth.shape)
@@ -213,6 +219,10 @@ def lift(
         valid &= a > 1.0 / 255.0
     uu, vv = np.meshgrid(u, v)
     uu, vv, zz = uu[valid], vv[valid], z[valid].astype(np.float64)
+    if jitter > 0:
+        rng = np.random.default_rng(seed)
+        uu = uu + rng.uniform(-jitter, jitter, uu.shape) * s
+        vv = vv + rng.uniform(-jitter, jitter, vv.shape) * s
     ray = np.stack([(uu - intr.cx) / intr.fx, (vv - intr.cy) / intr.fy, np.ones_like(uu)], -1)
     X = ray * zz[:, None]
     rn = ray / np.linalg.norm(ray, axis=-1, keepdims=True)
@@ -233,7 +243,7 @@ def lift(
     discs = make_discs(
         X, Ju * sigma_px, Jv * sigma_px, rgb[valid], opac, config.thickness, layer_id
     )
-    if not config.bridge or len(X) == 0:
+    if not config.bridge or jitter > 0 or len(X) == 0:
         return discs
 
     def grid(values: np.ndarray, fill: float = np.nan) -> np.ndarray:

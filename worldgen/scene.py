@@ -96,13 +96,17 @@ def compose_layers(
     sky_distance: float = 200.0,
     walk_radius: float = 1.0,
     seed: int = 0,
+    margin_fade: bool = True,
 ) -> tuple[list[BundleLayer], dict]:
     """Per layer of ``split``: its visible pixels, plus colour and depth synthesised (by
     ``fill``) where nearer layers hide it. The background layer's canvas is extended by
     ``margin_px`` on every side (outpainted: a sideways step sees past the photo's frame), which
-    shifts its principal point; so is the sky's (where the sky continues beside the frame).
+    shifts its principal point (the sky's is not: beyond the frame the sky is the surround's
+    dome).
     ``fill/margin.py`` says how the surfaces at the frame's edge are continued: never as a copy
-    of a nearer object touching the edge (the background behind it continues). Returns
+    of a nearer object touching the edge (the background behind it continues). With
+    ``margin_fade`` the margin's opacity falls to 0 toward the canvas's edge (``_margin_fade``):
+    the surround lies behind it, so the canvas ends in a blend, not a rectangle's edge. Returns
     (perspective layers far to near, facts)."""
     out: list[BundleLayer] = []
     facts: dict = {}
@@ -121,7 +125,10 @@ def compose_layers(
         )
     f_px = max(intr.fx, intr.fy)
     for k, layer in enumerate(split.layers):
-        m = margin_px if layer.kind in ("background", "scene", "sky") else 0
+        # (the sky beyond the frame is the surround's dome, joined to the photo's sky in the
+        # gradient domain: a sky canvas continued here by the nearest sky colours showed as a
+        # lighter rectangle in front of it)
+        m = margin_px if layer.kind in ("background", "scene") else 0
         L_intr = intr.with_size(W + 2 * m, H + 2 * m) if m else intr
         vis = _pad(layer.known, m, False)
         hid = _pad(layer.hidden, m, False)
@@ -147,13 +154,7 @@ def compose_layers(
             edge = _pad(_frame_edge_reach(nearer, depth, f_px * walk_radius, z_far), m, False)
             edge &= (cut == SKY) if layer.kind == "sky" else (cut != SKY)
             hid |= edge
-        if m and layer.kind == "sky":
-            # the photo's sky goes on beside the frame where the labels behind say sky (filled
-            # below like the sky behind a silhouette)
-            if cut is not None:
-                border = ~_pad(np.ones((H, W), bool), m, False) & (cut == SKY)
-                lab = np.where(border | hid, SKY, lab).astype(lab.dtype)
-        elif m:
+        if m:
             border[:] = True
             border[m:-m, m:-m] = False
             if cut is not None:
@@ -224,12 +225,27 @@ def compose_layers(
             d[todo] = sky_distance / np.linalg.norm(ray, axis=-1)
         d = _extend_depth(d, vis, ramp)
         alpha = np.where(todo, 1.0, alpha_in).astype(np.float32)
+        if m and margin_fade:
+            alpha *= _margin_fade(H, W, m)
         # (an occluded layer shows nothing of the photo: only what it synthesised is lifted)
         keep = (shown | todo | ramp) & np.isfinite(d)
         d[~keep] = np.nan
         alpha[~keep] = 0.0
         out.append(BundleLayer(layer.name, layer.kind, "perspective", rgb, d, alpha, lab, L_intr))
     return out, facts
+
+
+def _margin_fade(H: int, W: int, m: int, start: float = 0.25) -> np.ndarray:
+    """[H + 2m, W + 2m] opacity factor of a canvas extended by ``m`` px around an H x W frame:
+    1 inside the frame and up to ``start`` of the margin beyond it, then a smoothstep down to 0
+    at the canvas's edge (px beyond the frame: the larger of the row and column overshoot)."""
+    yy = np.arange(H + 2 * m, dtype=np.float32)
+    xx = np.arange(W + 2 * m, dtype=np.float32)
+    oy = np.maximum(np.maximum(m - yy, yy - (m + H - 1)), 0.0)
+    ox = np.maximum(np.maximum(m - xx, xx - (m + W - 1)), 0.0)
+    beyond = np.maximum(oy[:, None], ox[None, :]) / m
+    t = np.clip((beyond - start) / (1.0 - start), 0.0, 1.0)
+    return (1.0 - t * t * (3.0 - 2.0 * t)).astype(np.float32)
 
 
 def surroundings_layers(pano: Panorama, sky_distance: float) -> list[BundleLayer]:
@@ -274,12 +290,22 @@ def lift_layers(
     parts = []
     for k, L in enumerate(layers):
         if L.projection == "perspective":
-            lcfg = config.lift
+            lcfg, jitter = config.lift, 0.0
             if L.kind == "sky":  # the photo's sky, seen magnified, must not show its lattice
                 fs = max(lcfg.footprint_scale, config.surround.footprint_scale)
                 lcfg = dataclasses.replace(lcfg, footprint_scale=fs)
+                jitter = config.surround.sky_jitter
             parts.append(
-                lift(L.rgb, L.depth, L.intrinsics or intr, lcfg, alpha=L.alpha, layer_id=k)
+                lift(
+                    L.rgb,
+                    L.depth,
+                    L.intrinsics or intr,
+                    lcfg,
+                    alpha=L.alpha,
+                    layer_id=k,
+                    jitter=jitter,
+                    seed=config.seed,
+                )  # fmt: skip
             )
         elif L.kind == "sky":
             radius = config.depth.sky_distance * config.surround.sky_radius_factor
@@ -291,6 +317,7 @@ def lift_layers(
                     k,
                     config.surround.footprint_scale,
                     seed=config.seed,
+                    jitter=config.surround.sky_jitter,
                 )  # fmt: skip
             )
         else:

@@ -43,6 +43,9 @@ class SurroundConfig:
     footprint_scale: float = 0.8
     """Splat standard deviation as a fraction of the panorama pixel footprint (>= 0.75 leaves
     no gaps between neighbouring splats)."""
+    sky_jitter: float = 0.5
+    """Largest move of a sky splat (the dome's and the photo's sky layer's) as a fraction of its
+    cell: a jittered lattice shows no grid however magnified (0 = a regular lattice)."""
     presharpen: float = 1.0
     """Unsharp-mask amount applied to the synthesised surround before lifting (compensates the
     splats' own Gaussian blur; 0 = off)."""

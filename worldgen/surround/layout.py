@@ -231,7 +231,9 @@ def extend(
     floor = plab == GROUND
     Pg = d[floor] * t_ground[floor][:, None]
     sin_el = np.maximum(np.abs(d[floor][:, 1]), 1e-3)
-    fp = np.maximum(t_ground[floor] * dlat / sin_el, t_ground[floor] * np.cos(LAT[floor]) * dlon)
+    # the pixel's footprint is long along the ray and narrow across it: the mip level of their
+    # geometric mean keeps the detail across (the major axis alone smeared it away)
+    fp = np.sqrt(t_ground[floor] * dlat / sin_el * t_ground[floor] * np.cos(LAT[floor]) * dlon)
     rgb[floor] = gtex.render(Pg[:, 0], Pg[:, 2], fp)
     t = lap("ground", t)
 
@@ -410,6 +412,11 @@ def _quilt_band(photo_eq, lab_eq, dist_eq, inside, lat, base_lat, skyline, near_
         [photo_eq[r0:r1][:, known],
          0.5 * ((lab_eq[r0:r1][:, known] == SKY) | above_k)[..., None]], -1,
     )  # fmt: skip
+    # the source and its mirror image (hills, tree lines and buildings mirrored are as
+    # plausible, and twice the variety), a block of invalid columns between them
+    gap_rgb = np.zeros((r1 - r0, block, 4), np.float32)
+    src = np.concatenate([src, gap_rgb, src[:, ::-1]], 1)
+    valid = np.concatenate([valid, np.zeros((r1 - r0, block), bool), valid[:, ::-1]], 1)
     res, facts = quilt_ring(src, valid, out, known, rng, block=block, overlap=block // 4)
     facts["method"] = "image quilting around the ring (two-sided closure)"
     return (r0, r1), np.clip(res[..., :3], 0, 1), res[..., 3] / 0.5, facts
@@ -417,8 +424,10 @@ def _quilt_band(photo_eq, lab_eq, dist_eq, inside, lat, base_lat, skyline, near_
 
 def _sky_like(image, labels, Pimg, seed: int, tol: float = 0.12):
     """Labels with the pixels above the horizon that the sky model fitted to the SKY pixels
-    explains (within ``tol`` in every channel, smooth) relabelled SKY — clouds that the depth
-    stage took for distant walls — and the model refitted to all of them.
+    explains (within ``tol`` in every channel, smooth), that are smooth and brighter than it
+    (haze, lit clouds), or that are smooth and joined to the sky without an edge between
+    (clouds of any shade) relabelled SKY — clouds that the depth stage took for distant walls —
+    and the model refitted to all of them.
     Returns (labels [H, W], SkyModel, number relabelled)."""
     dirs = Pimg / np.maximum(np.linalg.norm(Pimg, axis=-1, keepdims=True), 1e-9)
     sky = labels == SKY
@@ -428,8 +437,23 @@ def _sky_like(image, labels, Pimg, seed: int, tol: float = 0.12):
     grey = image.mean(-1)
     grad = np.hypot(ndimage.sobel(grey, 0), ndimage.sobel(grey, 1)) / 8.0
     smooth = ndimage.uniform_filter(grad, 5) < 0.04
-    like = (labels == VERTICAL) & (dirs[..., 1] > math.sin(math.radians(1.0))) & (err < tol)
-    like &= smooth
+    # haze and lit clouds near the horizon are brighter than the model, never darker: smooth
+    # and not darker (in any channel) counts too
+    lum = np.array([0.299, 0.587, 0.114], np.float32)
+    brighter = ((image - pred).min(-1) > -0.5 * tol) & ((image - pred) @ lum > 0.0)
+    above = (labels == VERTICAL) & (dirs[..., 1] > math.sin(math.radians(1.0)))
+    like = above & smooth & ((err < tol) | brighter)
+    # and smooth regions the sky reaches without crossing an edge: clouds fade into the sky,
+    # a hill, a roof or a tree line meets it along a sharp skyline (the edge's gradient, spread
+    # by the box filter, is a wall the flood does not cross)
+    # (at least half as bright as the model's clear sky there: dark tree tops and cables are
+    # not clouds)
+    # (and smoother than the rule above: sunlit rock is smooth at that scale, a cloud more so)
+    smoother = ndimage.uniform_filter(grad, 5) < 0.02
+    cloudy = above & smoother & (image @ lum >= 0.5 * (pred @ lum))
+    reach, _ = ndimage.label(cloudy | (labels == SKY))
+    touched = np.unique(reach[(labels == SKY) & (reach > 0)])
+    like |= cloudy & np.isin(reach, touched)
     like = ndimage.binary_opening(like, iterations=2)
     if not like.any():
         return labels, model, 0

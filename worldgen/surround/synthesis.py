@@ -170,6 +170,7 @@ def quilt_ring(
     block: int,
     overlap: int,
     tolerance: float = 0.15,
+    reuse: float = 0.5,
 ) -> tuple[np.ndarray, dict]:
     """Image quilting (Efros & Freeman 2001) along x of an x-periodic strip.
 
@@ -178,7 +179,9 @@ def quilt_ring(
     the ring, the photo). Blocks of ``block`` columns (``overlap`` shared with the previous
     one) are cut from the source at the offset whose overlap matches best (a random pick among
     those within ``tolerance`` of the way from the best to the median cost; never the last two
-    blocks' sources again), starting at the known run's right end and joined
+    blocks' sources again; every earlier use of a source column adds ``reuse`` times the spread
+    of the costs, so the picks spread over the source), starting at the known run's right end
+    and joined
     along the least-cost vertical seam; the last block also matches the known run's left end,
     so the ring closes. Returns (out [h, W, C], facts)."""
     h, W, C = out.shape
@@ -200,6 +203,7 @@ def quilt_ring(
     invalid_cols = np.concatenate([[0.0], np.cumsum((1 - valid).sum(0))])
     n_blocks, p = 0, g0 - overlap
     recent: list[int] = []
+    uses = np.zeros(Ws)
     while p < g0 + G:
         remaining = g0 + G - (p + overlap)
         closing = remaining + overlap <= block
@@ -218,10 +222,18 @@ def quilt_ring(
             cost[np.abs(cand - q) < block] = np.inf
         if not np.isfinite(cost).any():
             cost[:] = 0.0
+        # spread the picks over the whole source: a source column already used costs a share
+        # of the spread of the match costs per use (a distinctive block, the best match for
+        # many overlaps, would otherwise come back every few blocks)
+        fin = np.isfinite(cost)
+        spread = float(np.median(cost[fin]) - cost[fin].min())
+        worn = np.concatenate([[0.0], np.cumsum(uses)])
+        cost = cost + reuse * spread * (worn[cand + width] - worn[cand]) / width
         best, med = cost.min(), np.median(cost[np.isfinite(cost)])
         ok = np.nonzero(cost <= best + tolerance * (med - best) + 1e-9)[0]
         pick = int(cand[rng.choice(ok)])
         recent = (recent + [pick])[-2:]
+        uses[pick : pick + width] += 1.0
         blk = srcf[:, pick : pick + width]
         seam = _min_cut_columns(np.abs(blk[:, :overlap] - left).sum(-1))
         take = np.arange(width)[None, :] >= seam[:, None]
@@ -264,3 +276,4 @@ def _overlap_cost(src, valid, cand, target, off: int, ov: int) -> np.ndarray:
         v = valid[:, cols]
         out += (d * v + (1 - v) * C).sum(0)
     return out
+
