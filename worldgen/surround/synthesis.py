@@ -276,4 +276,3 @@ def _overlap_cost(src, valid, cand, target, off: int, ov: int) -> np.ndarray:
         v = valid[:, cols]
         out += (d * v + (1 - v) * C).sum(0)
     return out
-
