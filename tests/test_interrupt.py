@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -127,8 +128,9 @@ def _wait_for_line(log: Path, text: str, p, timeout: float = 120) -> None:
 
 
 def test_sigkill_during_build_leaves_old_or_new_and_resumes(kill_setup, forks, tmp_path):
-    """SIGKILL at 22 random instants of `build --force` over an old world, two in each stage
-    (the cache holding what a build killed in that stage would have left): the target is
+    """SIGKILL at 26 random instants of `build --force` over an old world, two in each stage
+    and four more in the write (the cache holding what a build killed in that stage would
+    have left, the instant random within the stage's duration): the target is
     always the old or the new complete world; re-runs after a kill resume from the stage cache
     and give the uninterrupted build's world."""
     import json
@@ -136,13 +138,16 @@ def test_sigkill_during_build_leaves_old_or_new_and_resumes(kill_setup, forks, t
     rng = random.Random(1515)
     ks = kill_setup
     timings = json.loads((ks["ref"] / "world.json").read_text())["timings"]
-    stages = [s for s in STAGES if s in timings]  # those this build runs (not "budget")
+    # the stages this build runs (not "budget"), and the write (not in world.json's timings)
+    stages = [s for s in STAGES if s in timings] + ["write"]
+    done = re.search(r"✓ write +([\d.]+) s", (ks["dir"] / "l0").read_text())
+    timings = timings | {"write": float(done.group(1)) if done else 0.2}
     target = tmp_path / "w.world"
     argv = ks["base"] + ["-o", str(target), "--force"]
     kills: list[tuple[str, str, str]] = []
     resumed = []
-    for k in range(22):
-        stage = stages[k % len(stages)]
+    targets = stages * 2 + ["write"] * 4  # the write's two renames: the critical instants
+    for k, stage in enumerate(targets):
         cache = tmp_path / f"cache{k}"
         _copy_cache_before(ks["dir"] / "c0", cache, stage)
         if target.exists():
