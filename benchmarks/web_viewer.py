@@ -8,9 +8,9 @@ Debian's chromium (headless, WebGL2 on SwiftShader: a software rasterizer on the
 figures say how the page behaves on this machine, not on a GPU or a headset; report only):
 
 * load: navigation start -> the first frame that drew the splats is on screen
-  (``worldgen.loadSeconds`` of the page: download, SPZ decode, collision BVH, Spark's first
-  depth sort, that frame's rendering); first frame: -> the page's first frame (loading done,
-  splats not drawn yet);
+  (``worldgen.loadSeconds`` of the page, taken two frames later: download, SPZ decode,
+  collision BVH, Spark's first depth sort, that frame's rendering); first frame: -> the page's
+  first frame (loading done, splats not drawn yet);
 * fps: frames finished per second of the page's own clock over ``--seconds``, standing at the
   spawn, after that warm-up.
 

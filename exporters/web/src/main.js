@@ -31,7 +31,7 @@ const hooks = {
   frameTimes: [], // performance.now() of the last 120 frames
   firstFrameSeconds: null, // navigation start -> the first frame (the world may not show yet)
   loadSeconds: null, // navigation start -> the first frame with the splats drawn is on screen
-  worldDrawn: false,
+  worldFrame: null, // the number of the first frame that drew splats
   activeSplats: 0,
 };
 window.worldgen = hooks;
@@ -343,8 +343,11 @@ async function main() {
   // -- loop -----------------------------------------------------------------------------------
   let last = null;
   renderer.setAnimationLoop((time, frame) => {
-    // the frame after the first one that drew splats has been presented: the world is visible
-    if (hooks.worldDrawn && hooks.loadSeconds === null) hooks.loadSeconds = performance.now() / 1000;
+    // two frames after the first one that drew splats (at most one frame is in flight): that
+    // frame has been drawn and presented, the world is on screen
+    if (hooks.worldFrame !== null && hooks.loadSeconds === null && hooks.frames >= hooks.worldFrame + 2) {
+      hooks.loadSeconds = performance.now() / 1000;
+    }
     const dt = last === null ? 0 : (time - last) / 1000;
     last = time;
     if (xr.presenting) {
@@ -355,8 +358,8 @@ async function main() {
     }
     renderer.render(scene, camera);
     hooks.activeSplats = spark.activeSplats; // drawn this frame (0 until the first sort lands)
-    if (hooks.activeSplats > 0) hooks.worldDrawn = true;
     hooks.frames++;
+    if (hooks.activeSplats > 0 && hooks.worldFrame === null) hooks.worldFrame = hooks.frames;
     hooks.frameTimes.push(performance.now()); // ms since navigation (benchmarks: fps)
     if (hooks.frameTimes.length > 120) hooks.frameTimes.shift();
     if (!hooks.ready) {
