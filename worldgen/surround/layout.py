@@ -233,7 +233,7 @@ def extend(
     sin_el = np.maximum(np.abs(d[floor][:, 1]), 1e-3)
     # the pixel's footprint is long along the ray and narrow across it: the mip level of their
     # geometric mean keeps the detail across (the major axis alone smeared it away)
-    fp = np.sqrt(t_ground[floor] * dlat / sin_el * t_ground[floor] * np.cos(LAT[floor]) * dlon)
+    fp = np.maximum(t_ground[floor] * dlat / sin_el, t_ground[floor] * np.cos(LAT[floor]) * dlon)
     rgb[floor] = gtex.render(Pg[:, 0], Pg[:, 2], fp)
     t = lap("ground", t)
 
