@@ -270,7 +270,7 @@ def test_driver_sigint_leaves_no_partial_world_and_rerun_finishes_the_rest(
     """Acceptance 2b: Ctrl-C of the driver mid-batch -> exit 130, only complete worlds
     visible, batch.json says what was interrupted; the re-run builds only the rest (counted
     in its summary)."""
-    n = 4
+    n = 6  # enough that the batch is still running when the signal comes
     _photos(tmp_path / "in", n)
     out = tmp_path / "out"
     args = ["batch", tmp_path / "in", "-o", out, "--preset", tiny_preset,
@@ -288,8 +288,7 @@ def test_driver_sigint_leaves_no_partial_world_and_rerun_finishes_the_rest(
             break
         time.sleep(0.2)
     assert p.poll() is None and built >= 1, "the batch finished or never built an item"
-    time.sleep(1.0)  # the next item is in its build
-    p.send_signal(signal.SIGINT)
+    p.send_signal(signal.SIGINT)  # the next item is in its build
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
