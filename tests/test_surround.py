@@ -184,3 +184,14 @@ def test_margin_fades_to_the_canvas_edge():
     assert (a[0] == 0).all() and (a[:, -1] == 0).all()  # the canvas's edge
     row = a[m + Hf // 2, : m + 1]  # from the canvas's edge to the frame
     assert (np.diff(row) >= 0).all() and row[m - 2] == 1.0  # a quarter of the margin at 1
+
+
+def test_a_tiny_photo_whose_ground_is_thin_in_every_distance_bin_builds(tmp_path):
+    """48 x 64 noise: the popup prior finds a little ground, too few pixels per log-distance
+    bin for the ground's colour trend (it crashed on an empty trend)."""
+    from tests.conftest import textured
+    from worldgen.config import load_preset
+
+    p = save_rgb(textured(48, 64, seed=7), tmp_path / "t.png")
+    res = build(p, tmp_path / "t.world", load_preset("fast"), use_cache=False)
+    assert load_world(res.path).splats is not None

@@ -279,6 +279,8 @@ def synthesise_ground(
         if m.sum() >= 16:
             centres.append(0.5 * (edges[b] + edges[b + 1]))
             means.append(cols[m].mean(0))
+    if not means:  # ground pixels spread too thinly over the bins: one bin of them all
+        centres, means = [float(np.median(lr))], [cols.mean(0)]
     return GroundTexture(
         np.clip(near_map, 0, 1).astype(np.float32),
         np.clip(tex, 0, 1).astype(np.float32),
