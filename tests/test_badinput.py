@@ -24,10 +24,7 @@ from worldgen.world import load_world
 MAX_RSS_MB = 3000  # per case, the forked interpreter (~230 MB with torch) included
 
 #: cases that find bugs outside this issue's code, kept visible until fixed
-KNOWN_BUGS = {
-    "exif-orientation-5": "surround/ground.py GroundTexture.trend indexes a 1-D dist_rgb "
-    "(IndexError) on this photo's ground",
-}
+KNOWN_BUGS: dict[str, str] = {}  # e.g. "exif-orientation-5": "why" (fixed in 2c438e6)
 
 
 @pytest.fixture(scope="module")
