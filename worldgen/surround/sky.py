@@ -217,14 +217,30 @@ def sky_dome(
     *,
     seed: int,
     blend_decay_deg: float = 12.0,
+    shrink: float = 0.5,
+    shrink_ramp_deg: float = 45.0,
 ) -> tuple[np.ndarray, dict]:
     """The full-sphere sky image [width/2, width, 3] sRGB: the model everywhere, clouds on top,
     the photo's sky (``photo_rgb`` where ``photo_known``, equirect) blended in with a screened
-    gradient-domain correction, so the photo's frame leaves no edge."""
+    gradient-domain correction, so the photo's frame leaves no edge.
+
+    A model fitted to a quarter of the sky's azimuths is sure of little behind the camera: its
+    azimuthal variation is pulled toward its mean over the photo's longitudes (at the same
+    elevation) by up to ``shrink``, reached ``shrink_ramp_deg`` away from the photo's longitudes
+    (the glow the fit put in front no longer darkens the whole sky behind)."""
     Ws, Hs = int(width), int(width) // 2
     LON, LAT, d = directions(Ws, Hs)
     base = linear_to_srgb(model.radiance(d)).astype(np.float32)
     if photo_rgb is not None and photo_known is not None and photo_known.any():
+        cols = photo_known.any(0)
+        if shrink > 0 and not cols.all():
+            ref = base[:, cols].mean(1, keepdims=True)  # [Hs, 1, 3]
+            # each column's longitude distance to the nearest photo column (wrapping)
+            idx = np.nonzero(cols)[0]
+            gap = np.abs(np.arange(Ws)[:, None] - idx[None, :])
+            gap = np.minimum(gap, Ws - gap).min(1) * (360.0 / Ws)
+            w = shrink * smoothstep(gap / shrink_ramp_deg)
+            base = base + w[None, :, None] * (ref - base)
         base = _within_gamut(base, photo_rgb[photo_known])
     rng = np.random.default_rng(seed)
     facts = {"clouds": exemplar is not None}
