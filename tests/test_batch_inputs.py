@@ -146,3 +146,19 @@ def test_object_store_uris_are_refused_in_one_line(tmp_path):
     _touch(tmp_path / "a.jpg")
     with pytest.raises(InputError, match=r"gs:// paths are not supported"):
         discover([tmp_path / "a.jpg"], "gs://bucket/out")
+
+
+def test_a_world_killed_between_its_two_renames_is_restored_not_deleted(tmp_path):
+    """Before an item is planned, its leftovers are resolved like any command's: the aside copy
+    of a world whose replacement was killed between the renames comes back; temporaries go."""
+    from worldgen.batch.driver import _remove_stale_temps
+
+    out = tmp_path / "a.world"
+    aside = tmp_path / ".a.world.old-x1"
+    aside.mkdir()
+    (aside / "world.json").write_text("{}")
+    tmp = tmp_path / ".a.world.tmp-x2"
+    tmp.mkdir()
+    _remove_stale_temps(out)
+    assert (out / "world.json").read_text() == "{}"
+    assert not aside.exists() and not tmp.exists()

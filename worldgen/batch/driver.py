@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..atomic import output_lock, recover
 from ..config import BuildConfig
 from ..errors import BackendError, InputError, OutputError, WorldgenError
 from . import item as it
@@ -206,14 +206,18 @@ def _plan(items: list[Item], base: BuildConfig, force: bool, use_cache: bool):
 
 
 def _remove_stale_temps(out: Path) -> None:
-    """Hidden folders a killed attempt left beside ``out`` (``pipeline.build`` writes into
-    ``.NAME.tmp-*`` and renames it into place; ``.NAME.old-*`` is a replaced world)."""
+    """Resolve what a killed attempt left beside ``out`` as every command does
+    (``atomic.recover`` under the output's lock): ``pipeline.build`` writes into
+    ``.NAME.tmp-*`` and swaps it in with the old world set aside as ``.NAME.old-*``, which is
+    restored when the kill came between the two renames (never deleted with the temporaries).
+    A lock held by a live writer leaves its files alone."""
     if not out.parent.is_dir():
         return
-    for pattern in (f".{out.name}.tmp-*", f".{out.name}.old-*"):
-        for p in out.parent.glob(pattern):
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p, ignore_errors=True)
+    try:
+        with output_lock(out):
+            recover(out)
+    except OutputError:
+        pass
 
 
 def _counts(records: list[dict]) -> dict[str, int]:
