@@ -182,3 +182,19 @@ def test_cli_export_and_missing_bundle(small_world, bundle_built, tmp_path, monk
     assert code == 5 and err.count("\n") == 1 and "tools/setup.sh" in err
     assert not (tmp_path / "s2").exists()
     shutil.rmtree(out)
+
+
+def test_collision_box_distrusts_its_glb():
+    """The site's bounds fall back to the collision mesh's box; a hostile GLB there is a
+    BundleError (the bundle's exit code), never trimesh's own exception."""
+    import trimesh
+
+    from exporters.web import _glb_box
+    from worldgen.errors import BundleError
+
+    good = trimesh.creation.box(extents=(2.0, 1.0, 4.0)).export(file_type="glb")
+    lo, hi = _glb_box(good)
+    assert np.allclose(lo, [-1.0, -0.5, -2.0]) and np.allclose(hi, [1.0, 0.5, 2.0])
+    for bad in (b"", b"glTF" + bytes(20), good[:40], good[:12] + bytes(len(good) - 12)):
+        with pytest.raises(BundleError):
+            _glb_box(bad)

@@ -164,12 +164,27 @@ def site_settings(world, spz: bytes, glb: bytes, sh_degree: int) -> dict:
 
 
 def _glb_box(glb: bytes) -> tuple[list[float], list[float]]:
+    """The collision mesh's bounding box; the GLB is checked like every bundle file
+    (``safeio.check_glb``) and anything trimesh cannot read is a BundleError."""
     import io
+    import warnings
 
     import trimesh
 
-    scene = trimesh.load(io.BytesIO(glb), file_type="glb", force="scene")
-    lo, hi = scene.bounds
+    from worldgen.errors import BundleError
+    from worldgen.safeio import check_glb
+
+    check_glb(glb, "collision.glb")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scene = trimesh.load(io.BytesIO(glb), file_type="glb", force="scene")
+        lo, hi = scene.bounds
+    except Exception as e:  # trimesh raises many kinds on malformed data
+        what = type(e).__name__
+        raise BundleError(f"collision.glb: unreadable collision mesh ({what})") from None
+    if lo is None or not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        raise BundleError("collision.glb: no finite geometry")
     return [float(v) for v in lo], [float(v) for v in hi]
 
 
