@@ -412,11 +412,8 @@ def _quilt_band(photo_eq, lab_eq, dist_eq, inside, lat, base_lat, skyline, near_
         [photo_eq[r0:r1][:, known],
          0.5 * ((lab_eq[r0:r1][:, known] == SKY) | above_k)[..., None]], -1,
     )  # fmt: skip
-    # the source and its mirror image (hills, tree lines and buildings mirrored are as
-    # plausible, and twice the variety), a block of invalid columns between them
-    gap_rgb = np.zeros((r1 - r0, block, 4), np.float32)
-    src = np.concatenate([src, gap_rgb, src[:, ::-1]], 1)
-    valid = np.concatenate([valid, np.zeros((r1 - r0, block), bool), valid[:, ::-1]], 1)
+    # (not the source's mirror image too: a block beside its own mirror image is an ink blot,
+    # a symmetric peak no range has)
     res, facts = quilt_ring(src, valid, out, known, rng, block=block, overlap=block // 4)
     facts["method"] = "image quilting around the ring (two-sided closure)"
     return (r0, r1), np.clip(res[..., :3], 0, 1), res[..., 3] / 0.5, facts
