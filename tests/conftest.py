@@ -13,6 +13,16 @@ REPO = Path(__file__).resolve().parent.parent
 DEMOS = sorted((REPO / "demos").glob("*.jpg"))
 
 
+def default_sigint() -> None:
+    """``preexec_fn`` for a child a test sends SIGINT: Ctrl-C's default disposition, whatever
+    the suite inherited (a shell running it in the background without job control ignores
+    SIGINT, and so would every child: a Ctrl-C test would pass or fail by how CI was
+    started)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own stage cache and an empty, offline Hugging Face cache (never the

@@ -30,7 +30,7 @@ from worldgen.pipeline import build
 from worldgen.sameworld import same_world
 from worldgen.world import load_world
 
-from .conftest import DEMOS, save_rgb, textured
+from .conftest import DEMOS, default_sigint, save_rgb, textured
 
 try:
     import ray
@@ -276,7 +276,8 @@ def test_driver_sigint_leaves_no_partial_world_and_rerun_finishes_the_rest(
     args = ["batch", tmp_path / "in", "-o", out, "--preset", tiny_preset,
             "--address", cluster.address, "--max-in-flight", "1", "--quiet"]  # fmt: skip
     p = subprocess.Popen([*WORLDGEN, *map(str, args)], env=_isolated_env(),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=default_sigint)  # fmt: skip
     deadline = time.time() + 180
     built = 0
     while time.time() < deadline and p.poll() is None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, save_rgb, textured
+from tests.conftest import REPO, default_sigint, save_rgb, textured
 from worldgen.atomic import lock_path, output_lock, recover, swap_in
 from worldgen.cli import main
 from worldgen.errors import OutputError
@@ -222,7 +222,8 @@ def test_sigint_sigterm_exit_130_one_line_old_world_kept(kill_setup, tmp_path, s
     env = dict(os.environ, WORLDGEN_CACHE_DIR=str(tmp_path / "cache"))
     exe = [sys.executable, "-m", "worldgen"]
     p = subprocess.Popen(exe + ks["base"] + ["-o", str(target), "--force", "--quiet"],
-                         stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)  # fmt: skip
+                         stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+                         preexec_fn=default_sigint)  # fmt: skip
     deadline = time.monotonic() + 60
     while not (tmp_path / "cache" / "depth").exists() and time.monotonic() < deadline:
         time.sleep(0.05)  # imports, then into the stages: the depth stage's entry is written

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import default_sigint
 from worldgen.errors import InputError
 from worldgen.serve import ServeOptions, certificate, make_server, resolve_request
 
@@ -151,6 +152,7 @@ def _start_cli(args: list[str], env=None) -> tuple[subprocess.Popen, str]:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=default_sigint,
     )
     line = p.stdout.readline()
     if not line:
