@@ -80,14 +80,23 @@ def _names(text: str) -> list[str]:
     return names
 
 
-def _count(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return v
+def _int_at_least(lo: int, what: str):
+    """An argparse type: a whole number >= ``lo`` (``what`` names that range in the error)."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return v
+
+    return parse
+
+
+_count = _int_at_least(1, "a positive whole number")
+_whole = _int_at_least(0, "0 or more")
 
 
 def _positive(text: str) -> float:
@@ -140,16 +149,6 @@ def _nonnegative(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not (v >= 0 and _finite(v)):
         raise argparse.ArgumentTypeError(f"expected 0 or a positive number, got {text!r}")
-    return v
-
-
-def _whole(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text!r}")
     return v
 
 
