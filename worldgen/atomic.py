@@ -131,6 +131,25 @@ def tmp_beside(out: Path, folder: bool) -> Path:
         raise OutputError(f"{parent}: cannot write there ({e.strerror})") from None
 
 
+def write_bytes(
+    path: Path, data: bytes, *, prefix: str | None = None, suffix: str = "", mode: int | None = None
+) -> None:
+    """Write ``data`` to ``path`` atomically: a temporary file beside it (``prefix``, default
+    ``.NAME.``; ``suffix``; permissions ``mode`` when given), then one rename. A reader sees the
+    old file or the new one, never a part; on any error the temporary file is removed."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=prefix or f".{path.name}.", suffix=suffix, dir=path.parent)
+    try:
+        if mode is not None:
+            os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def remove(p: Path) -> None:
     """Remove a file, link or folder; errors ignored (what is left, the next run removes)."""
     try:

@@ -16,13 +16,13 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
+from .atomic import write_bytes
 
 
 def cache_dir() -> Path:
@@ -105,14 +105,7 @@ class StageCache:
         try:
             npz.parent.mkdir(parents=True, exist_ok=True)
             for target, blob in ((npz, data), (mpath, json.dumps(side).encode())):
-                fd, tmp = tempfile.mkstemp(dir=npz.parent, prefix=f".tmp-{os.getpid()}-")
-                try:
-                    with os.fdopen(fd, "wb") as f:
-                        f.write(blob)
-                    os.replace(tmp, target)
-                except BaseException:
-                    Path(tmp).unlink(missing_ok=True)
-                    raise
+                write_bytes(target, blob, prefix=f".tmp-{os.getpid()}-")
         except OSError:
             pass  # a cache that cannot be written (full disk, read-only) only costs time
 

@@ -27,7 +27,6 @@ import http.server
 import ipaddress
 import json
 import mimetypes
-import os
 import shutil
 import socket
 import ssl
@@ -37,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from .atomic import write_bytes
 from .errors import BackendError, InputError
 
 TYPES = {
@@ -180,9 +180,10 @@ def certificate(folder: Path | None = None, names: list[str] | None = None) -> t
         pass
     cert_pem, key_pem, expires = _make_certificate(names)
     folder.mkdir(parents=True, exist_ok=True)
-    _write_atomic(key_p, key_pem, 0o600)
-    _write_atomic(cert_p, cert_pem, 0o644)
-    _write_atomic(meta_p, json.dumps({"names": names, "expires": expires.isoformat()}).encode())
+    write_bytes(key_p, key_pem, mode=0o600)
+    write_bytes(cert_p, cert_pem, mode=0o644)
+    meta = json.dumps({"names": names, "expires": expires.isoformat()}).encode()
+    write_bytes(meta_p, meta, mode=0o644)
     return cert_p, key_p
 
 
@@ -228,18 +229,6 @@ def _make_certificate(names: list[str]) -> tuple[bytes, bytes, dt.datetime]:
         serialization.NoEncryption(),
     )
     return cert.public_bytes(serialization.Encoding.PEM), key_pem, expires
-
-
-def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ----------------------------------------------------------------------------- serving

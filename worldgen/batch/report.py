@@ -17,10 +17,10 @@ id that ran the item.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
+
+from ..atomic import write_bytes
 
 BATCH_JSON = "batch.json"
 
@@ -45,15 +45,7 @@ def write_batch_json(
         "ray": ray,
         "items": records,
     }
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes(Path(path), json.dumps(doc, indent=1).encode(), suffix=".tmp")
 
 
 class BatchProgress:
